@@ -1,0 +1,63 @@
+"""Schema-2.0 domain models of LLenergyMeasure experiment results."""
+
+from energy_ledger.models.environment import (
+    ContainerEnvironment,
+    CPUEnvironment,
+    CUDAEnvironment,
+    EnvironmentMetadata,
+    EnvironmentSnapshot,
+    GPUEnvironment,
+    ThermalEnvironment,
+)
+from energy_ledger.models.metrics import (
+    BatchEfficiencyMetrics,
+    ComputeMetrics,
+    EnergyBreakdown,
+    EnergyMetrics,
+    ExtendedEfficiencyMetrics,
+    GPUUtilisationMetrics,
+    InferenceMetrics,
+    KVCacheEfficiencyMetrics,
+    LatencyStatistics,
+    MemoryEfficiencyMetrics,
+    MultiGPUMetrics,
+    RequestLatencyMetrics,
+    ThermalThrottleInfo,
+    Timestamps,
+    WarmupResult,
+)
+from energy_ledger.models.results import (
+    SCHEMA_VERSION,
+    AggregationMetadata,
+    ExperimentResult,
+    RawProcessResult,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AggregationMetadata",
+    "BatchEfficiencyMetrics",
+    "CPUEnvironment",
+    "CUDAEnvironment",
+    "ComputeMetrics",
+    "ContainerEnvironment",
+    "EnergyBreakdown",
+    "EnergyMetrics",
+    "EnvironmentMetadata",
+    "EnvironmentSnapshot",
+    "ExperimentResult",
+    "ExtendedEfficiencyMetrics",
+    "GPUEnvironment",
+    "GPUUtilisationMetrics",
+    "InferenceMetrics",
+    "KVCacheEfficiencyMetrics",
+    "LatencyStatistics",
+    "MemoryEfficiencyMetrics",
+    "MultiGPUMetrics",
+    "RawProcessResult",
+    "RequestLatencyMetrics",
+    "ThermalEnvironment",
+    "ThermalThrottleInfo",
+    "Timestamps",
+    "WarmupResult",
+]
