@@ -1,0 +1,266 @@
+"""Replay: read a ledger's bytes from an open binary file and fold them into ``ProcessState``.
+
+The replay resumes: a ``ReplayCursor`` holds the byte offset of the first unread line, the line
+count, the folded state and a running SHA-256 of the bytes consumed, so that reading only what was
+appended since gives the same state as reading the whole file again (a property test checks it).
+
+A last line without its ``\\n`` is torn: it is not an event yet and is left for the next read. Any
+other line that is not a valid event is a ``FormatError`` naming the file and line. In lenient mode
+(``strict=False``, used by ``recover``) such lines are recorded as problems and skipped instead.
+
+Speed: lines are decoded in batches (one ``orjson.loads`` of a JSON array built from many lines)
+and ``request``/``sample`` events are folded straight from the decoded dicts, without building an
+event object; every other event goes through ``events.parse_event`` and ``state.apply``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from energy_ledger.events import (
+    FORMAT_VERSION,
+    UnknownEventType,
+    check_envelope,
+    parse_event,
+)
+from energy_ledger.exceptions import FormatError, UnsupportedVersionError
+from energy_ledger.state import ProcessState, add_request, add_sample, apply
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+"""How many bytes one read takes; batches are decoded per chunk."""
+
+
+@dataclass(slots=True)
+class ReplayCursor:
+    """Where a replay of one log stands: resume a later read from here.
+
+    Attributes:
+        offset: bytes of complete lines consumed (the next read starts here).
+        lines: complete lines consumed.
+        state: the folded state.
+        torn_bytes: bytes after ``offset`` that had no ``\\n`` yet at the last read.
+        problems: lines skipped in lenient mode, as messages naming file and line.
+    """
+
+    offset: int = 0
+    lines: int = 0
+    state: ProcessState = field(default_factory=ProcessState)
+    torn_bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+    _digest: Any = field(default_factory=hashlib.sha256, repr=False)
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the ``offset`` bytes consumed so far."""
+        return str(self._digest.hexdigest())
+
+    def copy(self) -> ReplayCursor:
+        """An independent copy (the state is deep-copied, the digest cloned)."""
+        return ReplayCursor(
+            offset=self.offset,
+            lines=self.lines,
+            state=self.state.copy(),
+            torn_bytes=self.torn_bytes,
+            problems=list(self.problems),
+            _digest=self._digest.copy(),
+        )
+
+
+def replay_stream(
+    fp: IO[bytes],
+    cursor: ReplayCursor | None = None,
+    *,
+    path: str | None = None,
+    strict: bool = True,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> ReplayCursor:
+    """Fold the complete lines of ``fp`` from ``cursor.offset`` on; return the advanced cursor.
+
+    Args:
+        fp: an open binary file (or ``io.BytesIO``); it is seeked to ``cursor.offset``.
+        cursor: where a previous replay stopped; ``None`` starts from the beginning.
+        path: the file's name, for messages.
+        strict: raise on the first invalid line (``True``) or record it and go on (``False``).
+        chunk_bytes: read size.
+
+    Raises:
+        FormatError: a corrupt line, a ``seq`` gap or duplicate, a missing field (strict mode).
+        UnsupportedVersionError: an event's ``v`` is newer than this version reads (always).
+    """
+    cur = cursor if cursor is not None else ReplayCursor()
+    fp.seek(cur.offset)
+    pending = b""
+    while True:
+        chunk = fp.read(chunk_bytes)
+        if not chunk:
+            break
+        data = pending + chunk if pending else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            pending = data
+            continue
+        complete = data[: cut + 1]
+        pending = data[cut + 1 :]
+        _fold_block(cur, complete, path, strict)
+        cur._digest.update(complete)
+        cur.offset += len(complete)
+    cur.torn_bytes = len(pending)
+    return cur
+
+
+def _fold_block(cur: ReplayCursor, block: bytes, path: str | None, strict: bool) -> None:
+    """Decode and fold a block of complete lines (it ends with ``\\n``)."""
+    body = block[:-1]
+    try:
+        records = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:
+        records = None
+    if records is None or len(records) != body.count(b"\n") + 1:
+        # Slow path: find the bad line(s) one by one.
+        for line in body.split(b"\n"):
+            cur.lines += 1
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                _problem(cur, f"line is not valid JSON ({exc})", path, strict)
+                continue
+            _fold_records(cur, [rec], path, strict, cur.lines - 1)
+        return
+    first_line = cur.lines
+    cur.lines += len(records)
+    _fold_records(cur, records, path, strict, first_line)
+
+
+def _problem(cur: ReplayCursor, message: str, path: str | None, strict: bool) -> None:
+    error = FormatError(message, path=path, line=cur.lines)
+    if strict:
+        raise error
+    cur.problems.append(str(error))
+    logger.warning("%s (skipped)", error)
+
+
+def _fold_records(
+    cur: ReplayCursor, records: list[Any], path: str | None, strict: bool, line0: int
+) -> None:
+    """Fold decoded records; ``line0`` is the number of lines before the first of them."""
+    state = cur.state
+    for i, rec in enumerate(records):
+        # Fast path: the envelope is right and the event is a request or a sample.
+        if type(rec) is dict and rec.get("seq") == state.next_seq and rec.get("v") == 1:
+            t = rec.get("t")
+            kind = rec.get("type")
+            if kind == "request" and (type(t) is float or type(t) is int):
+                lat = rec.get("latency_ms")
+                n_in = rec.get("input_tokens")
+                n_out = rec.get("output_tokens")
+                ttft = rec.get("ttft_ms")
+                itl = rec.get("itl_ms")
+                if (
+                    (type(lat) is float or type(lat) is int)
+                    and type(n_in) is int
+                    and type(n_out) is int
+                    and (ttft is None or type(ttft) is float or type(ttft) is int)
+                    and (itl is None or _numbers(itl))
+                ):
+                    add_request(state, lat, n_in, n_out, ttft, itl)
+                    _advance(state, t)
+                    continue
+            elif kind == "sample" and (type(t) is float or type(t) is int):
+                if _sample_ok(rec):
+                    add_sample(
+                        state,
+                        t,
+                        rec.get("power_w"),
+                        rec.get("energy_mj"),
+                        rec.get("temperature_c"),
+                        rec.get("sm_util_pct"),
+                        rec.get("memory_used_mb"),
+                        rec.get("throttle_reasons"),
+                    )
+                    _advance(state, t)
+                    continue
+        _fold_slow(cur, rec, path, strict, line0 + i + 1)
+
+
+def _advance(state: ProcessState, t: float) -> None:
+    state.events += 1
+    state.last_seq = state.next_seq
+    state.next_seq += 1
+    if state.first_t is None:
+        state.first_t = t
+    state.last_t = t
+
+
+_SAMPLE_FLOATS = ("power_w", "energy_mj", "temperature_c", "sm_util_pct", "memory_used_mb")
+
+
+def _sample_ok(rec: dict[str, Any]) -> bool:
+    for key in _SAMPLE_FLOATS:
+        value = rec.get(key)
+        if value is not None and type(value) is not float and type(value) is not int:
+            return False
+    bits = rec.get("throttle_reasons")
+    return bits is None or type(bits) is int
+
+
+def _numbers(values: object) -> bool:
+    if type(values) is not list:
+        return False
+    return all(type(x) is float or type(x) is int for x in values)
+
+
+def _fold_slow(cur: ReplayCursor, rec: Any, path: str | None, strict: bool, line: int) -> None:
+    """Check and fold one record the careful way; errors name ``path`` and ``line``."""
+    state = cur.state
+    try:
+        if not isinstance(rec, dict):
+            raise FormatError(f"line is not a JSON object (got {type(rec).__name__})")
+        seq, _t, _type = check_envelope(rec)
+        if seq != state.next_seq:
+            if seq < state.next_seq:
+                raise FormatError(
+                    f"duplicate or out-of-order seq {seq} (expected {state.next_seq})"
+                )
+            raise FormatError(f"seq gap: expected {state.next_seq}, got {seq}")
+        if seq == 0 and rec.get("type") != "process_started":
+            raise FormatError("the first event (seq 0) must be process_started")
+        event = parse_event(rec)
+        if seq != 0 and event.TYPE == "process_started":
+            raise FormatError("process_started may only be the first event (seq 0)")
+    except UnknownEventType as exc:
+        message = f"{path or '<stream>'}:{line}: skipped event of unknown type {exc.type_name!r}"
+        logger.warning("%s", message)
+        name = str(exc.type_name)
+        state.unknown_types[name] = state.unknown_types.get(name, 0) + 1
+        _advance(state, float(rec["t"]))
+        return
+    except FormatError as exc:
+        error = type(exc)(exc.reason, path=path, line=line)
+        if strict or isinstance(exc, UnsupportedVersionError):
+            raise error from None
+        cur.problems.append(str(error))
+        logger.warning("%s (skipped)", error)
+        # A gap in lenient mode: accept what comes after it.
+        seq = rec.get("seq") if isinstance(rec, dict) else None
+        if isinstance(seq, int) and seq > state.next_seq and "seq gap" in exc.reason:
+            state.next_seq = seq
+            _fold_slow(cur, rec, path, strict, line)
+        return
+    apply(state, event)
+
+
+def replay_bytes(data: bytes, *, path: str | None = None, strict: bool = True) -> ReplayCursor:
+    """Replay a whole log held in memory (convenience for tests and small files)."""
+    import io
+
+    return replay_stream(io.BytesIO(data), path=path, strict=strict)
+
+
+__all__ = ["CHUNK_BYTES", "FORMAT_VERSION", "ReplayCursor", "replay_bytes", "replay_stream"]
