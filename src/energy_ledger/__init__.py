@@ -14,7 +14,7 @@ from energy_ledger.models import ExperimentResult, RawProcessResult
 from energy_ledger.replay import ReplayCursor, replay_stream
 from energy_ledger.writer import EventLogWriter
 
-__version__ = "0.1.0"
+from energy_ledger._version import __version__
 
 __all__ = [
     "FORMAT_VERSION",

@@ -1,0 +1,300 @@
+"""Reading an experiment folder from disk: logs, markers, older LLenergyMeasure files (I/O shell).
+
+``scan_experiment`` opens each process log under ``<root>/raw/<id>/``, replays it (resuming from
+a cursor when one is given, as the watcher does), reads its marker, and hands the evidence to the
+pure completeness check. Every path is checked to stay inside the results root; a symbolic link
+that leads out of it is reported and not followed. Unreadable files become reasons in the report,
+never tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from energy_ledger.completeness import CompletenessReport, ProcessEvidence, check_completeness
+from energy_ledger.exceptions import FormatError, LedgerError, UnsafePathError
+from energy_ledger.layout import (
+    LEGACY_MARKER_RE,
+    LEGACY_RESULT_RE,
+    LOG_RE,
+    MARKER_RE,
+    ResultsLayout,
+    inside,
+    is_valid_experiment_id,
+    layout_of_experiment_dir,
+    marker_name,
+)
+from energy_ledger.marker import parse_marker
+from energy_ledger.models import RawProcessResult
+from energy_ledger.process import ProcessSummary, summarize_process, summary_from_raw
+from energy_ledger.replay import ReplayCursor, replay_stream
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LogTail:
+    """A replay cursor tied to one log file, so the next read takes only the appended bytes.
+
+    ``identity`` (device, inode) and ``head`` (the first bytes) detect a file that was replaced or
+    truncated; such a file is replayed from the beginning.
+    """
+
+    path: Path
+    cursor: ReplayCursor = field(default_factory=ReplayCursor)
+    identity: tuple[int, int] | None = None
+    head: bytes = b""
+    size: int = 0
+    error: str | None = None
+
+    HEAD_BYTES = 256
+
+    def refresh(self, *, strict: bool = True) -> bool:
+        """Read what was appended since the last call; return True when anything changed."""
+        try:
+            with open(self.path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                identity = (st.st_dev, st.st_ino)
+                known = self.identity is not None
+                replaced = known and (
+                    identity != self.identity or st.st_size < self.cursor.offset
+                )
+                if known and not replaced and self.head:
+                    replaced = fh.read(len(self.head)) != self.head
+                if replaced:
+                    logger.info("%s was replaced or truncated: replaying it from the start", self)
+                    self.cursor, self.error, self.head = ReplayCursor(), None, b""
+                elif known and st.st_size == self.size:
+                    return False
+                self.identity, self.size = identity, st.st_size
+                if self.error is not None:
+                    return False  # a corrupt log stays corrupt until it is replaced
+                try:
+                    replay_stream(fh, self.cursor, path=str(self.path), strict=strict)
+                except FormatError as exc:
+                    where = f"line {exc.line}: " if exc.line is not None else ""
+                    self.error = f"{where}{exc.reason}"
+                if len(self.head) < self.HEAD_BYTES:
+                    fh.seek(0)
+                    self.head = fh.read(min(self.HEAD_BYTES, self.cursor.offset))
+                return True
+        except FileNotFoundError:
+            self.error = "the log vanished"
+            return True
+        except OSError as exc:
+            self.error = f"cannot read: {exc.strerror or exc}"
+            return True
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+@dataclass(slots=True)
+class ExperimentScan:
+    """Everything read from one experiment folder, with its completeness report."""
+
+    experiment_id: str
+    directory: Path
+    layout: ResultsLayout
+    evidence: list[ProcessEvidence]
+    report: CompletenessReport
+    legacy: bool = False
+    newest_mtime: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def summaries(self) -> list[ProcessSummary]:
+        """The replayed processes, in index order."""
+        found = [ev.summary for ev in self.evidence if ev.summary is not None]
+        return sorted(found, key=lambda s: s.process_index)
+
+    @property
+    def lenient_problems(self) -> list[str]:
+        """Lines skipped in lenient mode, across all logs."""
+        return list(self.problems)
+
+
+def _entries(directory: Path, layout: ResultsLayout) -> Iterator[tuple[str, Path]]:
+    """File names in ``directory``, skipping (with a warning) links that leave the root."""
+    with os.scandir(directory) as it:
+        for entry in sorted(it, key=lambda e: e.name):
+            path = Path(entry.path)
+            if entry.is_symlink() and not inside(layout.root, path):
+                logger.warning("%s: symbolic link leads outside the results root; ignored", path)
+                continue
+            yield entry.name, path
+
+
+def _read_marker(path: Path) -> tuple[object, str | None]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot read {path.name}: {exc.strerror or exc}"
+    try:
+        return parse_marker(data, path=str(path)), None
+    except FormatError as exc:
+        return None, exc.reason
+
+
+def _legacy_evidence(index: int, path: Path, marker_exists: bool) -> ProcessEvidence:
+    try:
+        raw = RawProcessResult.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not a RawProcessResult: {exc}"
+        return ProcessEvidence(
+            index=index, log_error=str(reason).splitlines()[0], legacy=True,
+            legacy_marker=marker_exists,
+        )
+    return ProcessEvidence(
+        index=index, summary=summary_from_raw(raw), legacy=True, legacy_marker=marker_exists
+    )
+
+
+def scan_experiment(
+    experiment_dir: str | os.PathLike[str],
+    *,
+    layout: ResultsLayout | None = None,
+    tails: dict[int, LogTail] | None = None,
+    strict: bool = True,
+    expected_processes: int | None = None,
+) -> ExperimentScan:
+    """Read one experiment folder and check its completeness.
+
+    Args:
+        experiment_dir: ``<root>/raw/<experiment_id>``.
+        layout: the results root; derived from the folder when omitted.
+        tails: per-index ``LogTail`` cursors to resume from (updated in place); the watcher
+            passes its own so that only appended bytes are read.
+        strict: reject corrupt lines (``True``) or skip them and go on (``False``, ``recover``).
+        expected_processes: override the world size the logs declare.
+
+    Raises:
+        UnsafePathError: the folder name is not a valid experiment id, or it leads outside the
+            root.
+        LedgerError: the folder cannot be listed.
+    """
+    directory = Path(os.path.abspath(experiment_dir))
+    if layout is None:
+        layout, experiment_id = layout_of_experiment_dir(directory)
+    else:
+        experiment_id = directory.name
+        if not is_valid_experiment_id(experiment_id):
+            raise UnsafePathError(f"unsafe experiment folder name {experiment_id!r}")
+    layout.check_inside(directory)
+    if tails is None:
+        tails = {}
+    try:
+        entries = dict(_entries(directory, layout))
+    except FileNotFoundError:
+        raise LedgerError(f"{directory}: no such experiment folder") from None
+    except NotADirectoryError:
+        raise LedgerError(f"{directory}: not a folder") from None
+    except OSError as exc:
+        raise LedgerError(f"{directory}: cannot list: {exc.strerror or exc}") from exc
+    newest = 0.0
+    evidence: list[ProcessEvidence] = []
+    problems: list[str] = []
+    log_indices = sorted(int(m.group(1)) for n in entries if (m := LOG_RE.match(n)))
+    for index in log_indices:
+        tail = tails.get(index)
+        path = entries[f"process_{index}.events.jsonl"]
+        if tail is None or tail.path != path:
+            tail = tails[index] = LogTail(path)
+        tail.refresh(strict=strict)
+        newest = max(newest, _mtime(path), _mtime(directory / marker_name(index)))
+        problems.extend(tail.cursor.problems)
+        if tail.error is not None:
+            evidence.append(ProcessEvidence(index=index, log_error=tail.error))
+            continue
+        marker, marker_error = (None, None)
+        if marker_name(index) in entries:
+            marker, marker_error = _read_marker(entries[marker_name(index)])
+        cur = tail.cursor
+        evidence.append(
+            ProcessEvidence(
+                index=index,
+                summary=summarize_process(cur.state, index),
+                complete_bytes=cur.offset,
+                torn_bytes=cur.torn_bytes,
+                sha256=cur.sha256,
+                last_seq=cur.state.last_seq,
+                marker=marker,  # type: ignore[arg-type]
+                marker_error=marker_error,
+            )
+        )
+    orphan_markers = sorted(
+        int(m.group(1)) for n in entries if (m := MARKER_RE.match(n))
+        and int(m.group(1)) not in log_indices
+    )
+    for index in orphan_markers:
+        problems.append(f"process_{index}.done has no log beside it")
+    legacy_indices = sorted(int(m.group(1)) for n in entries if (m := LEGACY_RESULT_RE.match(n)))
+    legacy_markers = {int(m.group(1)) for n in entries if (m := LEGACY_MARKER_RE.match(n))}
+    legacy = bool(legacy_indices or legacy_markers) and not log_indices
+    for index in legacy_indices:
+        path = entries[f"process_{index}.json"]
+        newest = max(newest, _mtime(path))
+        evidence.append(_legacy_evidence(index, path, index in legacy_markers))
+    if legacy and expected_processes is None:
+        expected_processes = max([*legacy_indices, *legacy_markers]) + 1
+    report = check_completeness(experiment_id, evidence, expected_processes)
+    return ExperimentScan(
+        experiment_id=experiment_id,
+        directory=directory,
+        layout=layout,
+        evidence=evidence,
+        report=report,
+        legacy=legacy,
+        newest_mtime=newest,
+        problems=problems,
+    )
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RootListing:
+    """The experiment folders under a root, and the names that were refused."""
+
+    experiment_ids: tuple[str, ...]
+    rejected: tuple[tuple[str, str], ...]
+
+
+def list_experiments(layout: ResultsLayout) -> RootListing:
+    """List ``<root>/raw/*`` folders; unsafe names and links out of the root are refused."""
+    ids: list[str] = []
+    rejected: list[tuple[str, str]] = []
+    try:
+        it = os.scandir(layout.raw_dir)
+    except FileNotFoundError:
+        return RootListing((), ())
+    except OSError as exc:
+        raise LedgerError(f"cannot list {layout.raw_dir}: {exc.strerror or exc}") from exc
+    with it:
+        for entry in it:
+            name = entry.name
+            path = Path(entry.path)
+            if name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                continue
+            if not entry.is_dir():
+                continue
+            if not is_valid_experiment_id(name):
+                rejected.append((name, "unsafe experiment folder name; never read"))
+            elif entry.is_symlink() and not inside(layout.root, path):
+                rejected.append((name, "symbolic link leads outside the results root"))
+            else:
+                ids.append(name)
+    return RootListing(tuple(sorted(ids)), tuple(sorted(rejected)))

@@ -1,0 +1,222 @@
+"""Synthetic experiments written through ``EventLogWriter``: demo, tests and benchmarks need no GPU.
+
+Every figure is drawn from a seeded random generator, so the same arguments give the same files.
+The simulator also returns the ground truth it wrote (tokens, counter energy per GPU, the window
+span, every latency), computed from the generated values and not by the aggregator, so that tests
+can compare the aggregated result against it.
+
+Energy model: each simulated GPU draws a constant power ``power_w`` plus per-sample noise; its
+counter reads ``base_mj + round(power_w * (t - t0) * 1000)`` (integer millijoules, as NVML gives).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from energy_ledger.writer import EventLogWriter
+
+T0 = 1_767_225_600.0
+"""2026-01-01T00:00:00Z: simulated runs start here (plus one hour per experiment)."""
+
+SAMPLE_PERIOD_SEC = 0.1
+
+
+@dataclass
+class ProcessTruth:
+    """What one simulated process wrote."""
+
+    process_index: int
+    gpu_uuid: str
+    window_start_t: float
+    window_end_t: float
+    counter_start_mj: int
+    counter_end_mj: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    ttft_ms: list[float] = field(default_factory=list)
+    itl_ms: list[float] = field(default_factory=list)
+    finished: bool = True
+    events: int = 0
+
+
+@dataclass
+class ExperimentTruth:
+    """Ground truth of one simulated experiment."""
+
+    experiment_id: str
+    run_id: str
+    processes: list[ProcessTruth]
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens over all processes."""
+        return sum(p.input_tokens + p.output_tokens for p in self.processes)
+
+    @property
+    def energy_j(self) -> float:
+        """Counter energy, once per GPU (each simulated process has its own GPU)."""
+        by_gpu: dict[str, list[ProcessTruth]] = {}
+        for p in self.processes:
+            by_gpu.setdefault(p.gpu_uuid, []).append(p)
+        return math.fsum(
+            (max(p.counter_end_mj for p in ps) - min(p.counter_start_mj for p in ps)) / 1000.0
+            for ps in by_gpu.values()
+        )
+
+    @property
+    def span_sec(self) -> float:
+        """Latest window end minus earliest window start."""
+        return max(p.window_end_t for p in self.processes) - min(
+            p.window_start_t for p in self.processes
+        )
+
+    @property
+    def latencies_ms(self) -> list[float]:
+        """Every request latency, all processes concatenated."""
+        return [x for p in self.processes for x in p.latencies_ms]
+
+
+def _counter(base_mj: int, power_w: float, t0: float, t: float) -> int:
+    return base_mj + round(power_w * (t - t0) * 1000.0)
+
+
+def simulate_process(
+    root: Path,
+    experiment_id: str,
+    run_id: str,
+    index: int,
+    world_size: int,
+    *,
+    requests: int,
+    t_start: float,
+    rng: random.Random,
+    itl: bool = True,
+    crash: bool = False,
+    torn: bool = False,
+    fail: bool = False,
+    gpu_uuid: str | None = None,
+    hostname: str = "sim-node-0",
+    flush_every_events: int = 4096,
+) -> ProcessTruth:
+    """Write one process's log (and marker unless it crashes or fails); return its truth."""
+    uuid = gpu_uuid or f"GPU-sim-{experiment_id}-{index:04d}"
+    power_w = 250.0 + 100.0 * rng.random()
+    base_mj = 10_000_000 + rng.randrange(1_000_000)
+    writer = EventLogWriter.open(
+        root, experiment_id, index, flush_every_events=flush_every_events, flush_every_sec=1e9
+    )
+    t = t_start + 0.05 * index
+    writer.append(
+        "process_started", t=t, experiment_id=experiment_id, run_id=run_id,
+        process_index=index, world_size=world_size, gpu_id=index % 8, gpu_uuid=uuid,
+        gpu_name="Simulated GPU 80GB", hostname=hostname, pid=10_000 + index,
+        backend="pytorch", config_name="simulated", model_name="sim-gpt",
+        measurement_config_hash="sim0000000000000",
+        effective_config={"model": "sim-gpt", "n": requests * world_size, "simulated": True},
+    )
+    writer.append("baseline", t=t + 0.01, power_w=60.0 + 10.0 * rng.random(),
+                  duration_sec=5.0, method="fresh", measured_at="2026-01-01T00:00:00+00:00")
+    ws = t + 0.5
+    truth = ProcessTruth(index, uuid, ws, ws, _counter(base_mj, power_w, t, ws), 0)
+    writer.append("window_started", t=ws, energy_mj=truth.counter_start_mj)
+    now = ws
+    next_sample = ws + SAMPLE_PERIOD_SEC
+    survive = rng.randrange(max(1, requests // 2), max(2, requests)) if crash or fail else requests
+    for i in range(requests):
+        if i == survive:
+            break
+        latency_ms = rng.lognormvariate(math.log(40.0), 0.5)
+        end = now + latency_ms / 1000.0
+        while next_sample <= end:
+            writer.append(
+                "sample", t=next_sample, power_w=power_w + rng.uniform(-5.0, 5.0),
+                energy_mj=_counter(base_mj, power_w, t, next_sample),
+                temperature_c=55.0 + 10.0 * rng.random(), sm_util_pct=80.0 + 20.0 * rng.random(),
+                memory_used_mb=20_000.0, throttle_reasons=4 if rng.random() < 0.05 else 0,
+            )
+            next_sample += SAMPLE_PERIOD_SEC
+        n_in = rng.randrange(16, 512)
+        n_out = rng.randrange(8, 128)
+        ttft = latency_ms * rng.uniform(0.05, 0.2)
+        gaps = [round((latency_ms - ttft) / max(1, n_out - 1), 6)] * (n_out - 1) if itl else None
+        writer.append("request", t=end, latency_ms=latency_ms, input_tokens=n_in,
+                      output_tokens=n_out, ttft_ms=ttft, itl_ms=gaps)
+        truth.input_tokens += n_in
+        truth.output_tokens += n_out
+        truth.latencies_ms.append(latency_ms)
+        truth.ttft_ms.append(ttft)
+        truth.itl_ms.extend(gaps or ())
+        now = end
+    if crash:
+        writer.flush()
+        writer.abandon()
+        if torn:
+            with open(writer.path, "ab") as fh:
+                fh.write(b'{"v":1,"seq":999999,"t":1.0,"type":"req')
+        truth.finished = False
+        truth.window_end_t = now
+        truth.events = writer.next_seq
+        return truth
+    if fail:
+        writer.fail("RuntimeError: simulated CUDA out of memory")
+        truth.finished = False
+        truth.window_end_t = now
+        return truth
+    we = now + 0.001
+    truth.window_end_t = we
+    truth.counter_end_mj = _counter(base_mj, power_w, t, we)
+    writer.append("window_ended", t=we, energy_mj=truth.counter_end_mj)
+    writer.append("compute", t=we + 0.01, flops_total=2.0e9 * truth.output_tokens,
+                  peak_memory_mb=21_000.0, model_memory_mb=14_000.0, flops_method="simulated")
+    writer.close()
+    truth.events = writer.next_seq
+    return truth
+
+
+def simulate(
+    root: str | os.PathLike[str],
+    *,
+    experiments: int = 1,
+    processes: int = 4,
+    requests: int = 100,
+    seed: int = 0,
+    crash: int = 0,
+    fail: int = 0,
+    torn: bool = False,
+    itl: bool = True,
+    prefix: str = "sim",
+) -> list[ExperimentTruth]:
+    """Write ``experiments`` synthetic experiments of ``processes`` processes under ``root``.
+
+    Args:
+        crash: how many processes (the last ranks) of each experiment die without a marker.
+        fail: how many processes (before those) raise and write ``process_failed``.
+        torn: crashed processes leave a torn last line.
+        itl: write inter-token latency lists (they make lines long).
+        prefix: experiment ids are ``<prefix>-<n>``.
+    """
+    rng = random.Random(seed)
+    root_path = Path(root)
+    truths = []
+    for n in range(experiments):
+        experiment_id = f"{prefix}-{n:04d}"
+        run_id = f"run-{seed}-{n}"
+        t_start = T0 + 3600.0 * n
+        procs = []
+        for index in range(processes):
+            crashed = index >= processes - crash
+            failed = not crashed and index >= processes - crash - fail
+            procs.append(
+                simulate_process(
+                    root_path, experiment_id, run_id, index, processes, requests=requests,
+                    t_start=t_start, rng=rng, itl=itl, crash=crashed, torn=torn and crashed,
+                    fail=failed,
+                )
+            )
+        truths.append(ExperimentTruth(experiment_id, run_id, procs))
+    return truths
