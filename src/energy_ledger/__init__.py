@@ -1,5 +1,6 @@
 """energy-ledger: crash-safe event ledgers and late aggregation for multi-GPU energy results."""
 
+from energy_ledger._version import __version__
 from energy_ledger.events import FORMAT_VERSION
 from energy_ledger.exceptions import (
     FormatError,
@@ -13,8 +14,6 @@ from energy_ledger.exceptions import (
 from energy_ledger.models import ExperimentResult, RawProcessResult
 from energy_ledger.replay import ReplayCursor, replay_stream
 from energy_ledger.writer import EventLogWriter
-
-from energy_ledger._version import __version__
 
 __all__ = [
     "FORMAT_VERSION",

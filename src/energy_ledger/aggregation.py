@@ -240,9 +240,7 @@ def aggregate_results(
         agg_warnings.append("no process has a complete measured window")
     span_sec = end_t - start_t
     if windows and not overlap and len(windows) > 1:
-        agg_warnings.append(
-            "Processes did not overlap in time: the wall-clock span includes gaps"
-        )
+        agg_warnings.append("Processes did not overlap in time: the wall-clock span includes gaps")
     if span_sec < SHORT_MEASUREMENT_SEC:
         measurement_warnings.append(
             f"short_measurement_duration: measured span {span_sec:.3f} s is under "
@@ -266,9 +264,7 @@ def aggregate_results(
 
     have_baseline = all(g.baseline_power_w is not None for g in gpus)
     adjusted_j = math.fsum(cast(float, g.adjusted_j) for g in gpus) if have_baseline else None
-    baseline_w = (
-        math.fsum(cast(float, g.baseline_power_w) for g in gpus) if have_baseline else None
-    )
+    baseline_w = math.fsum(cast(float, g.baseline_power_w) for g in gpus) if have_baseline else None
     if not have_baseline and any(g.baseline_power_w is not None for g in gpus):
         agg_warnings.append("some GPUs have no baseline: energy_adjusted_j is left out")
     methods = sorted({p.baseline_method for p in processes if p.baseline_method})

@@ -136,9 +136,7 @@ def _marker_verdict(ev: ProcessEvidence, run_id: str | None) -> tuple[str, str] 
     if marker is None:
         return "missing", f"process {i} has no completion marker (process_{i}.done)"
     if marker.process_index != i:
-        return "invalid", (
-            f"invalid: process {i} marker names process {marker.process_index}"
-        )
+        return "invalid", (f"invalid: process {i} marker names process {marker.process_index}")
     if run_id is not None and marker.run_id != run_id:
         return "invalid", (
             f"invalid: process {i} marker is stale: it belongs to run {marker.run_id!r}, "
@@ -190,8 +188,7 @@ def check_completeness(
     wrong = [n for n in names if n != experiment_id]
     if wrong:
         reasons.append(
-            f"invalid: logs name experiment {', '.join(map(repr, wrong))}, "
-            f"not {experiment_id!r}"
+            f"invalid: logs name experiment {', '.join(map(repr, wrong))}, not {experiment_id!r}"
         )
     expected = expected_processes
     if expected is None and len(world_sizes) == 1:
@@ -202,8 +199,7 @@ def check_completeness(
         claimed.append(ev.index)
         if ev.summary is not None and ev.summary.process_index != ev.index and not ev.legacy:
             reasons.append(
-                f"invalid: process_{ev.index} log says it is process "
-                f"{ev.summary.process_index}"
+                f"invalid: process_{ev.index} log says it is process {ev.summary.process_index}"
             )
             claimed.append(ev.summary.process_index)
     counts = Counter(claimed)

@@ -78,8 +78,10 @@ CSV_COLUMNS: tuple[Column, ...] = (
     ("e2e_latency_p95_ms", lambda r: _e2e(r, "e2e_latency_p95_ms")),
     ("e2e_latency_p99_ms", lambda r: _e2e(r, "e2e_latency_p99_ms")),
     ("throttle_detected", lambda r: bool(r.thermal_throttle and r.thermal_throttle.detected)),
-    ("max_temperature_c", lambda r: r.thermal_throttle.max_temperature_c
-     if r.thermal_throttle else None),
+    (
+        "max_temperature_c",
+        lambda r: r.thermal_throttle.max_temperature_c if r.thermal_throttle else None,
+    ),
     ("warnings", lambda r: len(r.measurement_warnings)),
 )
 """The CSV's columns, in order; one row per experiment."""

@@ -62,9 +62,7 @@ class LogTail:
                 st = os.fstat(fh.fileno())
                 identity = (st.st_dev, st.st_ino)
                 known = self.identity is not None
-                replaced = known and (
-                    identity != self.identity or st.st_size < self.cursor.offset
-                )
+                replaced = known and (identity != self.identity or st.st_size < self.cursor.offset)
                 if known and not replaced and self.head:
                     replaced = fh.read(len(self.head)) != self.head
                 if replaced:
@@ -150,7 +148,9 @@ def _legacy_evidence(index: int, path: Path, marker_exists: bool) -> ProcessEvid
     except (OSError, ValidationError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else f"not a RawProcessResult: {exc}"
         return ProcessEvidence(
-            index=index, log_error=str(reason).splitlines()[0], legacy=True,
+            index=index,
+            log_error=str(reason).splitlines()[0],
+            legacy=True,
             legacy_marker=marker_exists,
         )
     return ProcessEvidence(
@@ -231,8 +231,9 @@ def scan_experiment(
             )
         )
     orphan_markers = sorted(
-        int(m.group(1)) for n in entries if (m := MARKER_RE.match(n))
-        and int(m.group(1)) not in log_indices
+        int(m.group(1))
+        for n in entries
+        if (m := MARKER_RE.match(n)) and int(m.group(1)) not in log_indices
     )
     for index in orphan_markers:
         problems.append(f"process_{index}.done has no log beside it")

@@ -139,8 +139,9 @@ def process_experiment(
 ) -> Outcome:
     """Scan one experiment and emit it when complete; never raises for bad input."""
     if not force and tails is None and up_to_date(layout, experiment_id):
-        return Outcome(experiment_id, "complete", "up-to-date", "",
-                       layout.result_path(experiment_id))
+        return Outcome(
+            experiment_id, "complete", "up-to-date", "", layout.result_path(experiment_id)
+        )
     try:
         scan = scan_experiment(layout.experiment_dir(experiment_id), layout=layout, tails=tails)
     except LedgerError as exc:
@@ -208,7 +209,7 @@ def recover_experiment(experiment_dir: str | os.PathLike[str]) -> Recovery:
         LedgerError: the folder is unsafe or holds no replayable process log.
     """
     layout, experiment_id = layout_of_experiment_dir(Path(experiment_dir))
-    scan = scan_experiment(layout.experiment_dir(experiment_id), layout=layout, strict=False)
+    scan = scan_experiment(experiment_dir, layout=layout, strict=False)
     result = aggregate_scan(scan, partial=True)
     path = layout.result_path(experiment_id, partial=True)
     write_if_changed(path, result_to_json_bytes(result))
@@ -219,9 +220,9 @@ def validate_experiment(
     experiment_dir: str | os.PathLike[str], expected_processes: int | None = None
 ) -> ExperimentScan:
     """Scan an experiment folder (strictly) for ``validate``; the report is ``scan.report``."""
-    layout, experiment_id = layout_of_experiment_dir(Path(experiment_dir))
+    layout, _experiment_id = layout_of_experiment_dir(Path(experiment_dir))
     return scan_experiment(
-        layout.experiment_dir(experiment_id),
+        experiment_dir,
         layout=layout,
         expected_processes=expected_processes,
     )

@@ -45,7 +45,6 @@ from energy_ledger.stats import mean
 EnergySource = Literal["counter", "power_integral", "none"]
 
 
-
 def utc(t: float) -> datetime:
     """A Unix time in seconds as a timezone-aware UTC datetime."""
     return datetime.fromtimestamp(t, tz=UTC)

@@ -152,41 +152,52 @@ def _fold_records(
     """Fold decoded records; ``line0`` is the number of lines before the first of them."""
     state = cur.state
     for i, rec in enumerate(records):
-        # Fast path: the envelope is right and the event is a request or a sample.
-        if type(rec) is dict and rec.get("seq") == state.next_seq and rec.get("v") == 1:
-            t = rec.get("t")
-            kind = rec.get("type")
-            if kind == "request" and (type(t) is float or type(t) is int):
-                lat = rec.get("latency_ms")
-                n_in = rec.get("input_tokens")
-                n_out = rec.get("output_tokens")
-                ttft = rec.get("ttft_ms")
-                itl = rec.get("itl_ms")
-                if (
-                    (type(lat) is float or type(lat) is int)
-                    and type(n_in) is int
-                    and type(n_out) is int
-                    and (ttft is None or type(ttft) is float or type(ttft) is int)
-                    and (itl is None or _numbers(itl))
-                ):
-                    add_request(state, lat, n_in, n_out, ttft, itl)
-                    _advance(state, t)
-                    continue
-            elif kind == "sample" and (type(t) is float or type(t) is int):
-                if _sample_ok(rec):
-                    add_sample(
-                        state,
-                        t,
-                        rec.get("power_w"),
-                        rec.get("energy_mj"),
-                        rec.get("temperature_c"),
-                        rec.get("sm_util_pct"),
-                        rec.get("memory_used_mb"),
-                        rec.get("throttle_reasons"),
-                    )
-                    _advance(state, t)
-                    continue
+        if _fold_fast(state, rec):
+            continue
         _fold_slow(cur, rec, path, strict, line0 + i + 1)
+
+
+def _fold_fast(state: ProcessState, rec: Any) -> bool:
+    """Fold a well-formed ``request`` or ``sample`` record straight from its dict.
+
+    Returns False (and changes nothing) for anything else, which then takes the careful path.
+    """
+    if type(rec) is not dict or rec.get("seq") != state.next_seq or rec.get("v") != 1:
+        return False
+    t = rec.get("t")
+    if type(t) is not float and type(t) is not int:
+        return False
+    kind = rec.get("type")
+    if kind == "request":
+        lat = rec.get("latency_ms")
+        n_in = rec.get("input_tokens")
+        n_out = rec.get("output_tokens")
+        ttft = rec.get("ttft_ms")
+        itl = rec.get("itl_ms")
+        if not (
+            (type(lat) is float or type(lat) is int)
+            and type(n_in) is int
+            and type(n_out) is int
+            and (ttft is None or type(ttft) is float or type(ttft) is int)
+            and (itl is None or _numbers(itl))
+        ):
+            return False
+        add_request(state, lat, n_in, n_out, ttft, itl)
+    elif kind == "sample" and _sample_ok(rec):
+        add_sample(
+            state,
+            t,
+            rec.get("power_w"),
+            rec.get("energy_mj"),
+            rec.get("temperature_c"),
+            rec.get("sm_util_pct"),
+            rec.get("memory_used_mb"),
+            rec.get("throttle_reasons"),
+        )
+    else:
+        return False
+    _advance(state, t)
+    return True
 
 
 def _advance(state: ProcessState, t: float) -> None:
@@ -248,9 +259,9 @@ def _fold_slow(cur: ReplayCursor, rec: Any, path: str | None, strict: bool, line
         cur.problems.append(str(error))
         logger.warning("%s (skipped)", error)
         # A gap in lenient mode: accept what comes after it.
-        seq = rec.get("seq") if isinstance(rec, dict) else None
-        if isinstance(seq, int) and seq > state.next_seq and "seq gap" in exc.reason:
-            state.next_seq = seq
+        gap_to = rec.get("seq") if isinstance(rec, dict) else None
+        if isinstance(gap_to, int) and gap_to > state.next_seq and "seq gap" in exc.reason:
+            state.next_seq = gap_to
             _fold_slow(cur, rec, path, strict, line)
         return
     apply(state, event)

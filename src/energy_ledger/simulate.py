@@ -112,15 +112,31 @@ def simulate_process(
     )
     t = t_start + 0.05 * index
     writer.append(
-        "process_started", t=t, experiment_id=experiment_id, run_id=run_id,
-        process_index=index, world_size=world_size, gpu_id=index % 8, gpu_uuid=uuid,
-        gpu_name="Simulated GPU 80GB", hostname=hostname, pid=10_000 + index,
-        backend="pytorch", config_name="simulated", model_name="sim-gpt",
+        "process_started",
+        t=t,
+        experiment_id=experiment_id,
+        run_id=run_id,
+        process_index=index,
+        world_size=world_size,
+        gpu_id=index % 8,
+        gpu_uuid=uuid,
+        gpu_name="Simulated GPU 80GB",
+        hostname=hostname,
+        pid=10_000 + index,
+        backend="pytorch",
+        config_name="simulated",
+        model_name="sim-gpt",
         measurement_config_hash="sim0000000000000",
         effective_config={"model": "sim-gpt", "n": requests * world_size, "simulated": True},
     )
-    writer.append("baseline", t=t + 0.01, power_w=60.0 + 10.0 * rng.random(),
-                  duration_sec=5.0, method="fresh", measured_at="2026-01-01T00:00:00+00:00")
+    writer.append(
+        "baseline",
+        t=t + 0.01,
+        power_w=60.0 + 10.0 * rng.random(),
+        duration_sec=5.0,
+        method="fresh",
+        measured_at="2026-01-01T00:00:00+00:00",
+    )
     ws = t + 0.5
     truth = ProcessTruth(index, uuid, ws, ws, _counter(base_mj, power_w, t, ws), 0)
     writer.append("window_started", t=ws, energy_mj=truth.counter_start_mj)
@@ -134,18 +150,29 @@ def simulate_process(
         end = now + latency_ms / 1000.0
         while next_sample <= end:
             writer.append(
-                "sample", t=next_sample, power_w=power_w + rng.uniform(-5.0, 5.0),
+                "sample",
+                t=next_sample,
+                power_w=power_w + rng.uniform(-5.0, 5.0),
                 energy_mj=_counter(base_mj, power_w, t, next_sample),
-                temperature_c=55.0 + 10.0 * rng.random(), sm_util_pct=80.0 + 20.0 * rng.random(),
-                memory_used_mb=20_000.0, throttle_reasons=4 if rng.random() < 0.05 else 0,
+                temperature_c=55.0 + 10.0 * rng.random(),
+                sm_util_pct=80.0 + 20.0 * rng.random(),
+                memory_used_mb=20_000.0,
+                throttle_reasons=4 if rng.random() < 0.05 else 0,
             )
             next_sample += SAMPLE_PERIOD_SEC
         n_in = rng.randrange(16, 512)
         n_out = rng.randrange(8, 128)
         ttft = latency_ms * rng.uniform(0.05, 0.2)
         gaps = [round((latency_ms - ttft) / max(1, n_out - 1), 6)] * (n_out - 1) if itl else None
-        writer.append("request", t=end, latency_ms=latency_ms, input_tokens=n_in,
-                      output_tokens=n_out, ttft_ms=ttft, itl_ms=gaps)
+        writer.append(
+            "request",
+            t=end,
+            latency_ms=latency_ms,
+            input_tokens=n_in,
+            output_tokens=n_out,
+            ttft_ms=ttft,
+            itl_ms=gaps,
+        )
         truth.input_tokens += n_in
         truth.output_tokens += n_out
         truth.latencies_ms.append(latency_ms)
@@ -171,8 +198,14 @@ def simulate_process(
     truth.window_end_t = we
     truth.counter_end_mj = _counter(base_mj, power_w, t, we)
     writer.append("window_ended", t=we, energy_mj=truth.counter_end_mj)
-    writer.append("compute", t=we + 0.01, flops_total=2.0e9 * truth.output_tokens,
-                  peak_memory_mb=21_000.0, model_memory_mb=14_000.0, flops_method="simulated")
+    writer.append(
+        "compute",
+        t=we + 0.01,
+        flops_total=2.0e9 * truth.output_tokens,
+        peak_memory_mb=21_000.0,
+        model_memory_mb=14_000.0,
+        flops_method="simulated",
+    )
     writer.close()
     truth.events = writer.next_seq
     return truth
@@ -213,8 +246,17 @@ def simulate(
             failed = not crashed and index >= processes - crash - fail
             procs.append(
                 simulate_process(
-                    root_path, experiment_id, run_id, index, processes, requests=requests,
-                    t_start=t_start, rng=rng, itl=itl, crash=crashed, torn=torn and crashed,
+                    root_path,
+                    experiment_id,
+                    run_id,
+                    index,
+                    processes,
+                    requests=requests,
+                    t_start=t_start,
+                    rng=rng,
+                    itl=itl,
+                    crash=crashed,
+                    torn=torn and crashed,
                     fail=failed,
                 )
             )

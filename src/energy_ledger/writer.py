@@ -115,9 +115,7 @@ class EventLogWriter:
             raise LedgerError(f"{self.path}: writer is closed")
         if self._seq == 0 and type_name != "process_started":
             raise LedgerError("the first event must be process_started")
-        event = make_event(
-            type_name, seq=self._seq, t=self._clock() if t is None else t, **fields
-        )
+        event = make_event(type_name, seq=self._seq, t=self._clock() if t is None else t, **fields)
         if type_name == "process_started":
             self._run_id = fields["run_id"]
         self.append_raw(event_to_dict(event))
