@@ -155,9 +155,11 @@ class FakeNvml:
             if int(spec) < len(self.devices):
                 return self.devices[int(spec)]
         else:
-            for device in (*self.devices, *self.mig_devices):
-                if device.uuid.startswith(spec):
-                    return device
+            found = [d for d in (*self.devices, *self.mig_devices) if d.uuid.startswith(spec)]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                raise NvmlError(f"{spec!r} matches {len(found)} fake GPUs: give more of the UUID")
         raise NvmlError(f"no fake GPU matches {spec!r} ({len(self.devices)} fake GPUs)")
 
     def driver_version(self) -> str | None:

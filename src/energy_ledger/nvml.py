@@ -243,25 +243,36 @@ class NvmlBackend:
                 raise NvmlError(f"GPU index {index} does not exist (NVML sees {count} GPUs)")
             handle = self.call(nv.nvmlDeviceGetHandleByIndex, index)
             return NvmlDevice(self, handle, handle, index)
-        old_mig = spec.startswith("MIG-GPU-") and spec.count("/") == 2
+        if spec.startswith("MIG-GPU-") and spec.count("/") == 2:
+            return self._open_old_mig(spec, count)
+        found: list[NvmlDevice] = []
         for index in range(count):
             parent = self.call(nv.nvmlDeviceGetHandleByIndex, index)
-            if old_mig:
-                gpu_uuid, gi, ci = spec.removeprefix("MIG-").split("/")
-                if self._uuid(parent) != gpu_uuid:
-                    continue
-                for mig in self._mig_handles(parent):
-                    if self.call(nv.nvmlDeviceGetGpuInstanceId, mig) == int(gi) and self.call(
-                        nv.nvmlDeviceGetComputeInstanceId, mig
-                    ) == int(ci):
-                        return NvmlDevice(self, mig, parent, index)
-            elif spec.startswith("MIG-"):
-                for mig in self._mig_handles(parent):
-                    if self._uuid(mig).startswith(spec):
-                        return NvmlDevice(self, mig, parent, index)
-            elif self._uuid(parent).startswith(spec):
-                return NvmlDevice(self, parent, parent, index)
+            candidates = self._mig_handles(parent) if spec.startswith("MIG-") else [parent]
+            found += [
+                NvmlDevice(self, h, parent, index)
+                for h in candidates
+                if self._uuid(h).startswith(spec)
+            ]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise NvmlError(f"{spec!r} matches {len(found)} GPUs: give more of the UUID")
         raise NvmlError(f"no GPU or MIG device matches {spec!r} (NVML sees {count} GPUs)")
+
+    def _open_old_mig(self, spec: str, count: int) -> NvmlDevice:
+        """A MIG id of the pre-R470 form ``MIG-GPU-<uuid>/<gi>/<ci>``."""
+        nv = self._nv
+        gpu_uuid, gi, ci = spec.removeprefix("MIG-").split("/")
+        for index in range(count):
+            parent = self.call(nv.nvmlDeviceGetHandleByIndex, index)
+            if self._uuid(parent) != gpu_uuid:
+                continue
+            for mig in self._mig_handles(parent):
+                gi_ok = str(self.call(nv.nvmlDeviceGetGpuInstanceId, mig)) == gi
+                if gi_ok and str(self.call(nv.nvmlDeviceGetComputeInstanceId, mig)) == ci:
+                    return NvmlDevice(self, mig, parent, index)
+        raise NvmlError(f"no MIG device matches {spec!r}")
 
     def driver_version(self) -> str | None:
         """The driver version, or ``None``."""

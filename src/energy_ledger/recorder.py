@@ -55,6 +55,7 @@ from energy_ledger.writer import EventLogWriter
 logger = logging.getLogger(__name__)
 
 _V = FORMAT_VERSION
+_INF = float("inf")
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -502,15 +503,25 @@ class ProcessRecorder:
             type(input_tokens) is not int
             or type(output_tokens) is not int
             or (type(latency_ms) is not float and type(latency_ms) is not int)
+            or input_tokens < 0
+            or output_tokens < 0
+            or not 0.0 <= latency_ms < _INF
         ):
             _normalise_request(obj)
         if ttft_ms is not None:
-            obj["ttft_ms"] = ttft_ms if type(ttft_ms) is float else _number("ttft_ms", ttft_ms)
+            if type(ttft_ms) is not float:
+                ttft_ms = _number("ttft_ms", ttft_ms)
+            if not 0.0 <= ttft_ms < _INF:
+                raise LedgerError(f"ttft_ms must be finite and >= 0, got {ttft_ms}")
+            obj["ttft_ms"] = ttft_ms
         if itl_ms is not None:
             try:
-                obj["itl_ms"] = array("d", itl_ms).tolist()
+                values = array("d", itl_ms).tolist()
             except TypeError:
                 raise LedgerError("itl_ms must be a sequence of numbers") from None
+            if not -_INF < sum(values) < _INF:  # JSON has no NaN or infinity
+                raise LedgerError("itl_ms must hold finite numbers")
+            obj["itl_ms"] = values
         with self._lock:
             self._writer.append_raw(obj)  # type: ignore[union-attr]
 
@@ -527,6 +538,8 @@ def _number(name: str, value: object) -> float:
 def _normalise_request(obj: dict[str, Any]) -> None:
     """Coerce numpy scalars and the like; reject bools, negatives and non-numbers."""
     obj["latency_ms"] = _number("latency_ms", obj["latency_ms"])
+    if not 0.0 <= obj["latency_ms"] < _INF:
+        raise LedgerError(f"latency_ms must be finite and >= 0, got {obj['latency_ms']}")
     for name in ("input_tokens", "output_tokens"):
         value = obj[name]
         if isinstance(value, bool):
