@@ -274,9 +274,8 @@ class TestRequestValues:
         """Bools, negatives, NaN/inf and non-numbers are a LedgerError; nothing is written."""
         values: dict[str, Any] = {"latency_ms": 1.0, "input_tokens": 1, "output_tokens": 1}
         rec = recorder(tmp_path)
-        with rec, rec.window():
-            with pytest.raises(LedgerError):
-                rec.request(**{**values, **kwargs})
+        with rec, rec.window(), pytest.raises(LedgerError):
+            rec.request(**{**values, **kwargs})
         assert not of_type(events(rec.log_path), "request")
 
 
