@@ -134,3 +134,30 @@ class TestFourRanks:
         assert "injected failure" in recover.stdout
         partial = orjson.loads((root / "aggregated" / "exp4.partial.json").read_bytes())
         assert partial["total_energy_j"] > 0
+
+
+@pytest.mark.slow
+class TestExample:
+    def test_torchrun_example_runs_on_fake_nvml(self, tmp_path: Path) -> None:
+        """The torchrun example runs without a GPU when the launcher variables are set by hand."""
+        example = Path(__file__).resolve().parents[1] / "examples" / "torchrun_example.py"
+        env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+        env |= {
+            "PYTHONPATH": str(SRC),
+            "ENERGY_LEDGER_NVML": "fake",
+            "RANK": "0",
+            "WORLD_SIZE": "1",
+            "LOCAL_RANK": "0",
+            "ENERGY_LEDGER_RUN_ID": "example",
+        }
+        args = ["--root", str(tmp_path), "--requests", "20", "--baseline-sec", "0.2"]
+        done = subprocess.run(
+            [sys.executable, str(example), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "raw" / "torchrun-demo" / "process_0.done").exists()
