@@ -75,11 +75,6 @@ class TestExperimentIds:
         assert repr(name) in str(info.value)
 
     @pytest.mark.parametrize("name", ["exp\n", "exp-1\n"])
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: EXPERIMENT_ID_RE is applied with re.match and ends in '$', which also "
-        "matches before a trailing newline; use re.fullmatch (or '\\Z')",
-    )
     def test_trailing_newline_is_invalid(self, name: str) -> None:
         """A name ending in a newline is not a valid id."""
         assert not is_valid_experiment_id(name)
@@ -88,10 +83,6 @@ class TestExperimentIds:
         ("regex", "name"),
         [(LOG_RE, "process_0.events.jsonl\n"), (MARKER_RE, "process_0.done\n")],
         ids=["log", "marker"],
-    )
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: the file-name patterns end in '$' and accept a trailing newline",
     )
     def test_file_name_with_trailing_newline_is_not_a_ledger_file(
         self, regex: object, name: str

@@ -266,17 +266,8 @@ class TestSeqOrder:
         [
             {"type": "warning", "message": "x"},
             {"type": "window_started"},
-            *(
-                pytest.param(
-                    event,
-                    marks=pytest.mark.xfail(
-                        strict=True,
-                        reason="BUG: the replay fast path folds a request or sample at seq 0 "
-                        "without checking that seq 0 is process_started",
-                    ),
-                )
-                for event in (_req(), {"type": "sample", "power_w": 100.0})
-            ),
+            _req(),
+            {"type": "sample", "power_w": 100.0},
         ],
     )
     def test_first_event_must_be_process_started(self, first: dict[str, Any]) -> None:
@@ -475,11 +466,6 @@ class TestFastPathParity:
         ],
     )
     @pytest.mark.parametrize("body", [_req(), {"type": "sample", "power_w": 1.0}])
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: the fast path compares v and seq with == (True == 1 == 1.0), so it "
-        "accepts envelopes that check_envelope rejects",
-    )
     def test_bad_envelope_is_rejected_on_the_fast_path(
         self, envelope: dict[str, Any], body: dict[str, Any]
     ) -> None:
@@ -492,12 +478,6 @@ class TestFastPathParity:
 class TestBatchDecoding:
     """Batched decoding must not let lines that are not one JSON object each through."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: _fold_block joins lines with ',' and only checks the record count, so "
-        "a line holding two objects plus an object split over two lines decodes to the "
-        "right count and is accepted",
-    )
     def test_two_objects_on_one_line_are_rejected(self) -> None:
         """A line holding two events is corrupt even when a later line makes the counts match."""
         two = (

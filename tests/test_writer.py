@@ -125,11 +125,6 @@ class TestAppend:
         assert [line["seq"] for line in _lines(writer.path)] == [0, 1]
         writer.abandon()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: EventLogWriter.append accepts process_started after seq 0, writing a log "
-        "that the replay rejects ('process_started may only be the first event')",
-    )
     def test_second_process_started_is_refused(self, tmp_path: Path) -> None:
         """A second ``process_started`` raises, since the replay would reject the log."""
         writer = _open(tmp_path)

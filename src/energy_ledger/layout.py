@@ -22,10 +22,10 @@ from pathlib import Path
 from energy_ledger.exceptions import UnsafePathError
 
 EXPERIMENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-LOG_RE = re.compile(r"^process_(0|[1-9][0-9]{0,5})\.events\.jsonl$")
-MARKER_RE = re.compile(r"^process_(0|[1-9][0-9]{0,5})\.done$")
-LEGACY_RESULT_RE = re.compile(r"^process_(0|[1-9][0-9]{0,5})\.json$")
-LEGACY_MARKER_RE = re.compile(r"^\.completed_(0|[1-9][0-9]{0,5})$")
+LOG_RE = re.compile(r"^process_(0|[1-9][0-9]{0,5})\.events\.jsonl\Z")
+MARKER_RE = re.compile(r"^process_(0|[1-9][0-9]{0,5})\.done\Z")
+LEGACY_RESULT_RE = re.compile(r"^process_(0|[1-9][0-9]{0,5})\.json\Z")
+LEGACY_MARKER_RE = re.compile(r"^\.completed_(0|[1-9][0-9]{0,5})\Z")
 
 RAW_DIR = "raw"
 AGGREGATED_DIR = "aggregated"
@@ -35,7 +35,7 @@ STATE_DIR = ".energy-ledger"
 
 def is_valid_experiment_id(name: str) -> bool:
     """True when ``name`` is an acceptable experiment id (and so a safe folder name)."""
-    return bool(EXPERIMENT_ID_RE.match(name)) and ".." not in name
+    return bool(EXPERIMENT_ID_RE.fullmatch(name)) and ".." not in name
 
 
 def check_experiment_id(name: str) -> str:

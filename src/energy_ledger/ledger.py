@@ -202,7 +202,7 @@ def scan_experiment(
     newest = 0.0
     evidence: list[ProcessEvidence] = []
     problems: list[str] = []
-    log_indices = sorted(int(m.group(1)) for n in entries if (m := LOG_RE.match(n)))
+    log_indices = sorted(int(m.group(1)) for n in entries if (m := LOG_RE.fullmatch(n)))
     for index in log_indices:
         tail = tails.get(index)
         path = entries[f"process_{index}.events.jsonl"]
@@ -233,12 +233,14 @@ def scan_experiment(
     orphan_markers = sorted(
         int(m.group(1))
         for n in entries
-        if (m := MARKER_RE.match(n)) and int(m.group(1)) not in log_indices
+        if (m := MARKER_RE.fullmatch(n)) and int(m.group(1)) not in log_indices
     )
     for index in orphan_markers:
         problems.append(f"process_{index}.done has no log beside it")
-    legacy_indices = sorted(int(m.group(1)) for n in entries if (m := LEGACY_RESULT_RE.match(n)))
-    legacy_markers = {int(m.group(1)) for n in entries if (m := LEGACY_MARKER_RE.match(n))}
+    legacy_indices = sorted(
+        int(m.group(1)) for n in entries if (m := LEGACY_RESULT_RE.fullmatch(n))
+    )
+    legacy_markers = {int(m.group(1)) for n in entries if (m := LEGACY_MARKER_RE.fullmatch(n))}
     legacy = bool(legacy_indices or legacy_markers) and not log_indices
     for index in legacy_indices:
         path = entries[f"process_{index}.json"]

@@ -115,6 +115,8 @@ class EventLogWriter:
             raise LedgerError(f"{self.path}: writer is closed")
         if self._seq == 0 and type_name != "process_started":
             raise LedgerError("the first event must be process_started")
+        if self._seq > 0 and type_name == "process_started":
+            raise LedgerError("process_started may only be the first event")
         event = make_event(type_name, seq=self._seq, t=self._clock() if t is None else t, **fields)
         if type_name == "process_started":
             self._run_id = fields["run_id"]
