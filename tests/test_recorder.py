@@ -293,6 +293,18 @@ class TestNvmlFaults:
         assert of_type(evs, "window_ended")[0].get("energy_mj") is not None
         assert evs[-1]["type"] == "process_finished"
 
+    @pytest.mark.parametrize(("faults", "has_event"), [("power_w@1", True), ("power_w@*", False)])
+    def test_baseline_with_failing_reads(
+        self, tmp_path: Path, faults: str, has_event: bool
+    ) -> None:
+        """Failed power reads during the baseline are a warning; with no read, no baseline."""
+        rec = recorder(tmp_path, fake=FakeNvml(1, faults=FakeFaults.parse(faults)))
+        with rec:
+            assert (rec.baseline(seconds=0.1) is not None) is has_event
+        evs = events(rec.log_path)
+        assert bool(of_type(evs, "baseline")) is has_event
+        assert any("power reads failed" in w["message"] for w in of_type(evs, "warning"))
+
     def test_failed_boundary_read_falls_back_to_power(self, tmp_path: Path) -> None:
         """A failed counter read at the window start leaves both edges without energy_mj."""
         rec = recorder(tmp_path, fake=FakeNvml(1, faults=FakeFaults.parse("energy_mj@2")))

@@ -48,7 +48,7 @@ from energy_ledger.nvml import (
     NvmlNotSupportedError,
     open_backend,
 )
-from energy_ledger.sampler import DEFAULT_SAMPLE_HZ, DeviceReader, Sampler
+from energy_ledger.sampler import DEFAULT_SAMPLE_HZ, DeviceReader, Sampler, measure_power
 from energy_ledger.snapshot import build_snapshot
 from energy_ledger.writer import EventLogWriter
 
@@ -353,47 +353,20 @@ class ProcessRecorder:
         self._require_writer()
         if self._in_window or self._window_done:
             raise LedgerError("baseline() must come before window()")
+        method = "cached"
+        duration_sec = seconds
+        if power_w is None:
+            assert self._device is not None
+            method = "fresh"
+            power_w, duration_sec, warning = measure_power(self._device, seconds, self.sample_hz)
+            if warning:
+                self.warning(f"baseline: {warning}")
+            if power_w is None:
+                return None
         measured_at = datetime.now(UTC).isoformat()
-        if power_w is not None:
-            self.event(
-                "baseline",
-                power_w=power_w,
-                duration_sec=seconds,
-                method="cached",
-                measured_at=measured_at,
-            )
-            return power_w
-        assert self._device is not None
-        readings: list[float] = []
-        errors: list[str] = []
-        t0 = time.monotonic()
-        deadline = t0 + seconds
-        interval_sec = 1.0 / self.sample_hz
-        while True:
-            try:
-                readings.append(self._device.power_w())
-            except NvmlError as exc:
-                errors.append(str(exc))
-            if time.monotonic() + interval_sec > deadline:
-                break
-            time.sleep(interval_sec)
-        duration_sec = time.monotonic() - t0
-        if errors:
-            self.warning(
-                f"baseline: {len(errors)} of {len(readings) + len(errors)} power reads "
-                f"failed (first: {errors[0]})"
-            )
-        if not readings:
-            return None
-        mean_w = sum(readings) / len(readings)
-        self.event(
-            "baseline",
-            power_w=mean_w,
-            duration_sec=duration_sec,
-            method="fresh",
-            measured_at=measured_at,
-        )
-        return mean_w
+        fields = {"power_w": power_w, "duration_sec": duration_sec, "method": method}
+        self.event("baseline", **fields, measured_at=measured_at)
+        return power_w
 
     def _read_energy_locked(self, where: str) -> int | None:
         """Read the counter at a window boundary; failures become warnings."""

@@ -171,4 +171,33 @@ class Sampler:
             self.cpu_sec = time.thread_time() - cpu0
 
 
-__all__ = ["DEFAULT_SAMPLE_HZ", "SAMPLE_FIELDS", "DeviceReader", "Sampler"]
+def measure_power(
+    device: GpuDevice, seconds: float, sample_hz: float = DEFAULT_SAMPLE_HZ
+) -> tuple[float | None, float, str | None]:
+    """Average the device's power over ``seconds`` (the baseline), reading at ``sample_hz``.
+
+    Returns:
+        The mean power in watts (``None`` when every read failed), the seconds spent, and a
+        warning message when some reads failed.
+    """
+    readings: list[float] = []
+    errors: list[str] = []
+    interval_sec = 1.0 / sample_hz
+    t0 = time.monotonic()
+    while True:
+        try:
+            readings.append(device.power_w())
+        except NvmlError as exc:
+            errors.append(str(exc))
+        if time.monotonic() + interval_sec > t0 + seconds:
+            break
+        time.sleep(interval_sec)
+    duration_sec = time.monotonic() - t0
+    warning = None
+    if errors:
+        warning = f"{len(errors)} of {len(readings) + len(errors)} power reads failed ({errors[0]})"
+    mean_w = sum(readings) / len(readings) if readings else None
+    return mean_w, duration_sec, warning
+
+
+__all__ = ["DEFAULT_SAMPLE_HZ", "SAMPLE_FIELDS", "DeviceReader", "Sampler", "measure_power"]
