@@ -330,7 +330,8 @@ def _print_result(file: Path, r: ExperimentResult) -> None:
 def cli(*args: str) -> int:
     """Run the command line ``args``; return the exit code (never raises for bad input)."""
     try:
-        app(args=list(args), prog_name="energy-ledger", standalone_mode=False)
+        # Outside standalone mode, ``typer.Exit(code)`` comes back as the return value.
+        rc = app(args=list(args), prog_name="energy-ledger", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except TyperException as exc:
@@ -353,7 +354,7 @@ def cli(*args: str) -> int:
         where = f" {exc.filename}" if exc.filename else ""
         err.print(f"error:{where} {exc.strerror or exc}", markup=False)
         return 2
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 def main() -> None:
