@@ -328,7 +328,9 @@ class Watcher:
     def _write_status(self, *, force: bool) -> None:
         status = self._status()
         stable = {k: v for k, v in status.items() if k not in ("updated_t", "lag_sec", "active")}
-        stable["active"] = [(a["experiment_id"], a["state"], a["stale"]) for a in status["active"]]
+        stable["active"] = [
+            (a["experiment_id"], a["state"], a["detail"], a["stale"]) for a in status["active"]
+        ]
         if not force and stable == self._last_status:
             return
         try:
