@@ -24,7 +24,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	rm -rf $(DEMO_ROOT)
-	$(BIN)/energy-ledger simulate $(DEMO_ROOT) --experiments 1 --processes 4 --requests 200
+	$(BIN)/energy-ledger simulate $(DEMO_ROOT) --experiments 1 --processes 4 --requests 300
 	$(BIN)/energy-ledger replay $(DEMO_ROOT)
 	$(BIN)/energy-ledger show $(DEMO_ROOT)
 
