@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -282,9 +283,7 @@ class TestCrashRestart:
     def test_kill9_and_restart(
         self, tmp_path: Path, daemons: Callable[..., Daemon], hook_cmd: str
     ) -> None:
-        """Five kills during writing, tailing, emission and hooks; then a final daemon catches up."""
-        import random
-
+        """Five kills during writing, tailing, emission and hooks; a final daemon catches up."""
         seed = int(os.environ.get("WATCH_KILL_SEED", time.time_ns() % 10_000))
         rng = random.Random(seed)
         root = tmp_path / "root"
@@ -370,4 +369,128 @@ class TestEarlyMarker:
                 fh.write(logs[i][len(logs[i]) // 2 :])
         result = wait_for(lambda: result_of(root, "early-0000"), "the result")
         assert result["total_tokens"] > 0
+        assert daemon.terminate() == 0
+
+
+def stage_experiment(stage: Path, prefix: str, **kwargs: Any) -> Path:
+    """Simulate one experiment outside the watched root; return its folder."""
+    simulate(stage, experiments=1, prefix=prefix, **kwargs)
+    return stage / "raw" / f"{prefix}-0000"
+
+
+@pytest.mark.slow
+class TestBadInput:
+    """Corrupt experiments are reported and skipped; the watch goes on."""
+
+    def test_corrupt_experiments_reported_others_emitted(
+        self, tmp_path: Path, daemons: Callable[..., Daemon]
+    ) -> None:
+        """A bad line, a duplicate index and an unsafe name; good experiments still emitted."""
+        stage = tmp_path / "stage"
+        bad_line = stage_experiment(stage, "badline", processes=2, requests=30)
+        log = bad_line / "process_0.events.jsonl"
+        lines = log.read_bytes().splitlines(keepends=True)
+        log.write_bytes(b"".join([*lines[:3], b"{not json\n", *lines[4:]]))
+        dup = stage_experiment(stage, "dup", processes=2, requests=30)
+        for suffix in (".events.jsonl", ".done"):
+            shutil.copyfile(dup / f"process_0{suffix}", dup / f"process_1{suffix}")
+        unsafe = stage_experiment(stage, "unsafe", processes=1, requests=10)
+        root = tmp_path / "root"
+        (root / "raw").mkdir(parents=True)
+        daemon = daemons(root)
+        daemon.wait_ready()
+        os.rename(bad_line, root / "raw" / "badline-0000")
+        os.rename(dup, root / "raw" / "dup-0000")
+        os.rename(unsafe, root / "raw" / "bad name!")
+        simulate(root, experiments=2, processes=2, requests=30, prefix="good")
+
+        def reported() -> dict[str, Any] | None:
+            status = read_status(root) or {}
+            errors = " ".join(
+                str(e["experiment_id"]) + " " + e["error"] for e in status.get("errors", [])
+            )
+            rejected = [r["name"] for r in status.get("rejected", [])]
+            ok = "badline-0000" in errors and "dup-0000" in errors and "bad name!" in rejected
+            return status if ok and status.get("emitted") == 2 else None
+
+        status = wait_for(reported, "the bad experiments reported and the good ones emitted")
+        errors = {e["experiment_id"]: e["error"] for e in status["errors"]}
+        assert "cannot be replayed" in errors["badline-0000"]
+        assert "duplicate process indices" in errors["dup-0000"]
+        assert result_of(root, "good-0000") and result_of(root, "good-0001")
+        assert not (root / "aggregated" / "badline-0000.json").exists()
+        assert not (root / "aggregated" / "dup-0000.json").exists()
+        simulate(root, experiments=1, processes=2, requests=30, prefix="later")
+        wait_for(lambda: result_of(root, "later-0000"), "an experiment after the bad ones")
+        assert daemon.proc.poll() is None
+        assert daemon.terminate() == 0
+
+
+@pytest.mark.slow
+class TestLifecycle:
+    """One daemon per root, clean stops, cheap restarts, stale experiments."""
+
+    def test_second_daemon_refuses_then_takes_over_after_kill(
+        self, tmp_path: Path, daemons: Callable[..., Daemon]
+    ) -> None:
+        """A second daemon exits non-zero naming the holder; once that is killed, it starts."""
+        root = tmp_path / "root"
+        root.mkdir()
+        first = daemons(root)
+        first.wait_ready()
+        second = daemons(root)
+        assert second.proc.wait(timeout=20) == 3
+        assert "already runs on this root" in second.output
+        assert f"pid {first.proc.pid}" in second.output
+        assert first.proc.poll() is None
+        first.kill9()
+        third = daemons(root)
+        third.wait_ready()
+        assert "taking over the lease" in third.output
+        assert third.terminate() == 0
+
+    def test_sigterm_stops_cleanly(self, tmp_path: Path, daemons: Callable[..., Daemon]) -> None:
+        """SIGTERM: exit 0, lease released, status says stopped."""
+        root = tmp_path / "root"
+        root.mkdir()
+        daemon = daemons(root, "--polling")
+        daemon.wait_ready()
+        assert daemon.terminate() == 0
+        assert not (root / ".energy-ledger" / "lease.json").exists()
+        assert (read_status(root) or {}).get("stopped") is True
+
+    def test_restart_does_not_reread_emitted_experiments(
+        self, tmp_path: Path, daemons: Callable[..., Daemon], hook_cmd: str
+    ) -> None:
+        """After a restart, emitted experiments are trusted: emptied logs go unnoticed."""
+        root = tmp_path / "root"
+        simulate(root, experiments=20, processes=2, requests=10, prefix="many")
+        daemon = daemons(root, "--on-emit", hook_cmd)
+        wait_for(lambda: (read_status(root) or {}).get("emitted") == 20, "20 emissions")
+        wait_for(lambda: (read_status(root) or {}).get("hooks", {}).get("done") == 20, "hooks")
+        assert daemon.terminate() == 0
+        for log in (root / "raw").glob("*/*.events.jsonl"):
+            log.write_bytes(b"")  # would make every experiment invalid if it were read again
+        again = daemons(root, "--on-emit", hook_cmd)
+        status = again.wait_ready()
+        assert status["emitted"] == 20 and status["active_count"] == 0
+        assert status["errors"] == []
+        assert all(len(runs) == 1 for runs in hook_runs(tmp_path).values())
+        assert again.terminate() == 0
+
+    def test_stale_experiment_reported_and_recovered(
+        self, tmp_path: Path, daemons: Callable[..., Daemon], hook_cmd: str
+    ) -> None:
+        """A crashed run idle past --stale-after is listed as stale and emitted as partial."""
+        root = tmp_path / "root"
+        simulate(root, experiments=1, processes=2, requests=20, crash=1, prefix="crashed")
+        daemon = daemons(root, "--stale-after", "1", "--recover-stale", "--on-emit", hook_cmd)
+        partial = root / "aggregated" / "crashed-0000.partial.json"
+        wait_for(partial.exists, "the partial result")
+        status = wait_for(
+            lambda: (s := read_status(root)) and s["stale"] == ["crashed-0000"] and s, "stale"
+        )
+        assert status["partial"] == 1
+        wait_for(lambda: "crashed-0000" in hook_runs(tmp_path), "the hook of the partial result")
+        assert json.loads(partial.read_bytes())["experiment_id"] == "crashed-0000"
         assert daemon.terminate() == 0
