@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -301,3 +302,52 @@ def list_experiments(layout: ResultsLayout) -> RootListing:
             else:
                 ids.append(name)
     return RootListing(tuple(sorted(ids)), tuple(sorted(rejected)))
+
+
+def validate_process_completeness(
+    experiment_id: str,
+    raw_results: Sequence[RawProcessResult | ProcessSummary],
+    expected_processes: int | None,
+    results_dir: str | os.PathLike[str],
+) -> CompletenessReport:
+    """LLenergyMeasure's completeness entry point, over a results root.
+
+    Checks the count, index contiguity ``0..N-1``, duplicate indices and a valid marker for every
+    index of ``results_dir/raw/<experiment_id>`` (ledger or older layout), plus the ledger's
+    own checks (marker bytes and hash, run id, world size). ``raw_results`` are the results the
+    caller already holds: their indices must be the ones found on disk. Logs go through stdlib
+    logging: a warning per reason when the experiment is not complete.
+
+    Raises:
+        UnsafePathError: ``experiment_id`` is not a valid id.
+    """
+    layout = ResultsLayout.at(results_dir)
+    try:
+        scan = scan_experiment(
+            layout.experiment_dir(experiment_id),
+            layout=layout,
+            expected_processes=expected_processes,
+        )
+        report = scan.report
+    except LedgerError as exc:
+        if isinstance(exc, UnsafePathError):
+            raise
+        report = check_completeness(experiment_id, [], expected_processes)
+        report = replace(report, reasons=(str(exc), *report.reasons))
+    held = Counter(r.process_index for r in raw_results)
+    extra: list[str] = []
+    duplicates = sorted(i for i, n in held.items() if n > 1)
+    if duplicates:
+        extra.append(f"duplicate process indices among the results given: {duplicates}")
+    unknown = sorted(set(held) - set(report.found_indices))
+    if unknown:
+        extra.append(f"results given for processes with no files on disk: {unknown}")
+    if extra:
+        report = replace(
+            report,
+            reasons=(*report.reasons, *extra),
+            duplicate_indices=tuple(sorted({*report.duplicate_indices, *duplicates})),
+        )
+    for reason in report.reasons:
+        logger.warning("%s: %s", experiment_id, reason)
+    return report
