@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -111,10 +112,8 @@ class TestAcquire:
 
         def contend(lease: Lease) -> None:
             barrier.wait()
-            try:
+            with contextlib.suppress(LeaseHeldError):
                 lease.acquire()
-            except LeaseHeldError:
-                pass
 
         threads = [threading.Thread(target=contend, args=(lease,)) for lease in leases]
         for thread in threads:
