@@ -173,7 +173,7 @@ class TestCorruptLog:
         assert outcome.state == "invalid"
         assert outcome.action == "skipped"
         assert "process 1 log cannot be replayed" in outcome.detail
-        assert "line 3:" in outcome.detail
+        assert "process_1.events.jsonl:3:" in outcome.detail
         assert_nothing_emitted(root)
 
     def test_recover_skips_and_lists_the_corrupt_line(self, root: Path) -> None:
@@ -374,7 +374,7 @@ class TestUnwritableOutput:
         """When ``aggregated`` is a regular file the outcome and the CLI say it cannot write."""
         (root / "aggregated").write_bytes(b"in the way\n")
         (outcome,) = replay_root(root)
-        assert (outcome.state, outcome.action) == ("complete", "skipped")
+        assert (outcome.state, outcome.action) == ("complete", "error")
         assert outcome.detail.startswith("cannot emit: cannot write")
         assert (root / "aggregated").read_bytes() == b"in the way\n"
         cli("replay", str(root))
@@ -383,11 +383,6 @@ class TestUnwritableOutput:
         assert "Traceback" not in captured.out + captured.err
 
     @pytest.mark.usefixtures("cli_logging")
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: replay exits 0 and counts the experiment as 'not complete' when its "
-        "result cannot be written; a failed write should give a non-zero exit",
-    )
     def test_replay_exit_code_when_writing_fails(self, root: Path) -> None:
         """``energy-ledger replay`` exits non-zero when it could not write a result."""
         (root / "aggregated").write_bytes(b"in the way\n")
@@ -406,16 +401,11 @@ class TestUnwritableOutput:
 
         monkeypatch.setattr(os, "replace", full)
         (outcome,) = replay_root(root, force=True)
-        assert outcome.action == "skipped"
+        assert outcome.action == "error"
         assert "No space left on device" in outcome.detail
         assert sorted(os.listdir(aggregated)) == [f"{EXP}.json"]
         assert (aggregated / f"{EXP}.json").read_bytes() == b"old\n"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: emit writes the JSON before the CSV row and up_to_date looks only at the "
-        "JSON, so a failed CSV write is never repaired by a later replay",
-    )
     def test_failed_csv_write_is_repaired_next_time(
         self, root: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -429,7 +419,7 @@ class TestUnwritableOutput:
 
         monkeypatch.setattr(os, "replace", csv_full)
         (first,) = replay_root(root)
-        assert first.action == "skipped"
+        assert first.action == "error"
         monkeypatch.setattr(os, "replace", real_replace)
         replay_root(root)
         assert (root / "aggregated" / "results.csv").exists()

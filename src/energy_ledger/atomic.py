@@ -14,6 +14,9 @@ from pathlib import Path
 
 from energy_ledger.exceptions import LedgerError
 
+FILE_MODE = 0o644
+"""Mode of the files written (mkstemp would leave them private to their owner)."""
+
 
 def fsync_dir(folder: Path) -> None:
     """Flush a folder's entries (a rename) to disk; a no-op where folders cannot be opened."""
@@ -44,6 +47,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
+            # mkstemp creates 0600; results on a shared filesystem must be readable by others.
+            os.fchmod(fh.fileno(), FILE_MODE)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

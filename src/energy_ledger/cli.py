@@ -111,10 +111,14 @@ def replay(
         table.add_row(o.experiment_id, o.state, o.action, o.detail or str(o.path or ""))
     written = sum(1 for o in outcomes if o.action == "written")
     current = sum(1 for o in outcomes if o.action == "up-to-date")
-    rest = len(outcomes) - written - current
-    if outcomes and (not quiet or rest):
+    errors = sum(1 for o in outcomes if o.action == "error")
+    rest = len(outcomes) - written - current - errors
+    if outcomes and (not quiet or rest or errors):
         out.print(table)
-    out.print(f"{written} written, {current} up to date, {rest} not complete")
+    summary = f"{written} written, {current} up to date, {rest} not complete"
+    out.print(summary + (f", {errors} could not be written" if errors else ""))
+    if errors:
+        raise typer.Exit(2)
 
 
 @app.command()

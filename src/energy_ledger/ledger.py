@@ -77,8 +77,8 @@ class LogTail:
                 try:
                     replay_stream(fh, self.cursor, path=str(self.path), strict=strict)
                 except FormatError as exc:
-                    where = f"line {exc.line}: " if exc.line is not None else ""
-                    self.error = f"{where}{exc.reason}"
+                    where = f":{exc.line}" if exc.line is not None else ""
+                    self.error = f"{self.path.name}{where}: {exc.reason}"
                 if len(self.head) < self.HEAD_BYTES:
                     fh.seek(0)
                     self.head = fh.read(min(self.HEAD_BYTES, self.cursor.offset))

@@ -34,7 +34,8 @@ class Outcome:
     Attributes:
         experiment_id: the folder name.
         state: ``complete``, ``pending``, ``failed``, ``invalid`` or ``rejected``.
-        action: ``written``, ``up-to-date`` or ``skipped``.
+        action: ``written``, ``up-to-date``, ``skipped`` (not complete) or ``error`` (complete,
+            but its result could not be written).
         detail: why (the completeness reasons, or the error).
         path: the result file, when there is one.
     """
@@ -102,13 +103,19 @@ def emit(scan: ExperimentScan) -> tuple[Path, bool]:
     """Aggregate a complete experiment and write its JSON and CSV row; True when bytes changed."""
     result = aggregate_scan(scan)
     path = scan.layout.result_path(scan.experiment_id)
-    changed = write_if_changed(path, result_to_json_bytes(result))
-    changed = upsert_csv([result], scan.layout.csv_path) or changed
+    # The CSV row first, the JSON last: an existing, newer JSON then means both were written,
+    # so a failed CSV write is retried by the next replay.
+    changed = upsert_csv([result], scan.layout.csv_path)
+    changed = write_if_changed(path, result_to_json_bytes(result)) or changed
     return path, changed
 
 
 def _newest_input(directory: Path) -> float:
-    newest = 0.0
+    """Newest mtime of the folder (a file created or deleted) and of every file in it."""
+    try:
+        newest = directory.stat().st_mtime
+    except OSError:
+        return float("inf")
     try:
         with os.scandir(directory) as it:
             for entry in it:
@@ -152,7 +159,7 @@ def process_experiment(
     try:
         path, changed = emit(scan)
     except LedgerError as exc:
-        return Outcome(experiment_id, "complete", "skipped", f"cannot emit: {exc}")
+        return Outcome(experiment_id, "complete", "error", f"cannot emit: {exc}")
     return Outcome(experiment_id, "complete", "written" if changed else "up-to-date", "", path)
 
 

@@ -158,7 +158,8 @@ def _fold_block(cur: ReplayCursor, block: bytes, path: str | None, strict: bool)
             try:
                 rec = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                _problem(cur, f"line is not valid JSON ({exc})", path, strict)
+                detail = str(exc).replace("line 1 column", "column")
+                _problem(cur, f"line is not valid JSON ({detail})", path, strict)
                 continue
             _fold_records(cur, [rec], path, strict, cur.lines - 1)
         return
