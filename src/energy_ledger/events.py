@@ -97,6 +97,17 @@ class Sample(_Envelope):
     throttle_reasons: int | None = None
 
 
+SAMPLE_FIELDS = (
+    "power_w",
+    "energy_mj",
+    "temperature_c",
+    "sm_util_pct",
+    "memory_used_mb",
+    "throttle_reasons",
+)
+"""The readings a ``sample`` carries, in field order (the sampler and the fake GPU use it)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Request(_Envelope):
     """One completed inference request."""
@@ -317,6 +328,7 @@ def make_event(type_name: str, *, seq: int, t: float, **fields: Any) -> Event:
 __all__ = [
     "EVENT_CLASSES",
     "FORMAT_VERSION",
+    "SAMPLE_FIELDS",
     "Baseline",
     "Compute",
     "Event",

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from energy_ledger.events import SAMPLE_FIELDS
 from energy_ledger.exceptions import NvmlError, NvmlUnavailableError
 from energy_ledger.nvml import DeviceInfo, NvmlNotSupportedError, cuda_version_text
 
@@ -33,14 +34,7 @@ FAKE_FAULTS_ENV_VAR = "ENERGY_LEDGER_FAKE_FAULTS"
 DEFAULT_EPOCH_SEC = 1_700_000_000.0
 """When the fake driver "loaded": the counter counts from here (Unix time)."""
 
-READINGS = (
-    "power_w",
-    "energy_mj",
-    "temperature_c",
-    "sm_util_pct",
-    "memory_used_mb",
-    "throttle_reasons",
-)
+READINGS = SAMPLE_FIELDS
 """The ``GpuDevice`` reads a fault can target."""
 
 ALWAYS: frozenset[int] = frozenset({0})

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from energy_ledger.events import SAMPLE_FIELDS
 from energy_ledger.exceptions import LedgerError, NvmlError
 from energy_ledger.nvml import GpuDevice, NvmlNotSupportedError
 
@@ -25,14 +26,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE_HZ = 10.0
 
-SAMPLE_FIELDS = (
-    "power_w",
-    "energy_mj",
-    "temperature_c",
-    "sm_util_pct",
-    "memory_used_mb",
-    "throttle_reasons",
-)
 """The fields of a ``sample`` event, in the order they are read (and named after the reads)."""
 
 
