@@ -25,8 +25,7 @@ from energy_ledger.nvml import GpuDevice, NvmlNotSupportedError
 logger = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE_HZ = 10.0
-
-"""The fields of a ``sample`` event, in the order they are read (and named after the reads)."""
+"""Background sampling rate: the energy counter does not change faster (NVML-FACTS.md)."""
 
 
 class DeviceReader:
