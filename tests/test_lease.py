@@ -163,3 +163,11 @@ class TestHeartbeat:
         write_holder(tmp_path, token="someone-else")
         other.release()
         assert read_lease(other.path).token == "someone-else"  # type: ignore[union-attr]
+
+    def test_vanished_lease_is_recreated(self, tmp_path: Path) -> None:
+        """A lease file deleted behind the holder's back is taken again at the next heartbeat."""
+        lease = Lease(tmp_path, 30.0)
+        lease.acquire()
+        lease.path.unlink()
+        lease.renew()
+        assert read_lease(lease.path).token == lease.info.token  # type: ignore[union-attr]

@@ -271,14 +271,30 @@ class Lease:
         """Write a fresh heartbeat.
 
         Raises:
-            LeaseLostError: the lease file no longer carries this daemon's token.
+            LeaseLostError: the lease file now carries another daemon's token.
+            LedgerError: the lease could not be read or written (transient; try again).
         """
-        current = read_lease(self.path)
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            data = None
+        except OSError as exc:  # ESTALE, EIO...: transient on a network filesystem; retried
+            raise LedgerError(f"cannot read the lease {self.path}: {exc.strerror or exc}") from exc
+        self.info = dataclasses.replace(self.info, heartbeat_t=time.time())
+        if data is None:
+            # Removed behind our back (a cleanup, a restored backup): take it again if free.
+            if self._create():
+                logger.warning("the lease %s had vanished; recreated it", self.path)
+                return
+            data = self.path.read_bytes()
+        try:
+            current: LeaseInfo | None = LeaseInfo.from_bytes(data)
+        except ValueError:
+            current = None
         if current is None or current.token != self.info.token:
             self.held = False
-            who = current.describe() if current is not None else "nobody"
+            who = current.describe() if current is not None else "an unreadable lease"
             raise LeaseLostError(f"lost the lease {self.path}: it is now held by {who}")
-        self.info = dataclasses.replace(self.info, heartbeat_t=time.time())
         write_atomic(self.path, self.info.to_bytes())
 
     def release(self) -> None:
