@@ -124,6 +124,7 @@ class Watcher:
         self._dirty_lock = threading.Lock()
         self._relist = False
         self._last_status: dict[str, Any] | None = None
+        self._raw_signature: tuple[int, ...] = ()
 
     # -- change intake (called from the observer thread too) -------------------------------
     def mark(self, experiment_id: str) -> None:
@@ -262,6 +263,21 @@ class Watcher:
             self.mark(experiment_id)
         for experiment_id in [e for e in self.active if e not in present]:
             del self.active[experiment_id]
+
+    def _raw_changed(self) -> bool:
+        """Whether ``raw/`` changed since the last look (a new folder changes its mtime).
+
+        Listing a folder of thousands of experiments every poll would dominate the idle cost; a
+        ``stat`` is enough to tell. The full reconcile lists it regardless.
+        """
+        try:
+            st = os.stat(self.layout.raw_dir)
+            signature = (st.st_ino, st.st_mtime_ns, st.st_size, st.st_nlink)
+        except OSError:
+            return True
+        changed = signature != self._raw_signature
+        self._raw_signature = signature
+        return changed
 
     def _check_stale(self) -> None:
         now = time.time()
@@ -436,7 +452,7 @@ class Watcher:
                 now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + sweep_sec
-                    if self.polling:
+                    if self.polling and self._raw_changed():
                         self._discover(full=False)
                     for experiment_id in list(self.active):
                         self.mark(experiment_id)
