@@ -22,6 +22,7 @@ from typer.exceptions import TyperException
 
 from energy_ledger._version import __version__
 from energy_ledger.exceptions import LedgerError
+from energy_ledger.logfmt import JsonLogFormatter, text_formatter
 from energy_ledger.models import ExperimentResult
 
 app = typer.Typer(
@@ -39,26 +40,16 @@ PROGRESS_THRESHOLD = 20
 """``replay`` draws a progress bar when it has more experiments than this (and a terminal)."""
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return orjson.dumps(
-            {
-                "time": self.formatTime(record),
-                "level": record.levelname,
-                "logger": record.name,
-                "message": record.getMessage(),
-            }
-        ).decode()
-
-
 def setup_logging(verbose: int, log_format: str = "text") -> None:
     """Send library logs to stderr: warnings by default, more with ``-v``."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(JsonLogFormatter())
+    elif verbose > 0:
+        handler.setFormatter(text_formatter())
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     root = logging.getLogger("energy_ledger")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -67,6 +58,7 @@ def setup_logging(verbose: int, log_format: str = "text") -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv for debug).")
     ] = 0,
@@ -77,6 +69,7 @@ def _main(
     """Replay, validate and aggregate multi-GPU energy ledgers."""
     if log_format not in ("text", "json"):
         raise LedgerError(f"--log-format must be text or json, not {log_format!r}")
+    ctx.obj = {"verbose": verbose, "log_format": log_format}
     setup_logging(verbose, log_format)
 
 
@@ -221,6 +214,71 @@ def _daemon_view(root: Path) -> dict[str, Any] | None:
     except (LedgerError, OSError):
         return None
     return dict(view) if view else None
+
+
+@app.command()
+def watch(
+    ctx: typer.Context,
+    root: Annotated[Path, typer.Argument(help="The results root to watch.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file (see config/energy-ledger.toml).")
+    ] = None,
+    polling: Annotated[
+        bool | None,
+        typer.Option(
+            "--polling/--no-polling",
+            help="Poll instead of inotify (default: poll on network filesystems).",
+            show_default=False,
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float | None, typer.Option("--poll-interval", help="Seconds between polls [1].")
+    ] = None,
+    on_emit: Annotated[
+        str | None,
+        typer.Option("--on-emit", help="Command run once per result: CMD RESULT_PATH ID."),
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", help="Daemon state [ROOT/.energy-ledger].")
+    ] = None,
+    stale_after: Annotated[
+        float | None,
+        typer.Option("--stale-after", help="Seconds idle before an experiment is stale [3600]."),
+    ] = None,
+    recover_stale: Annotated[
+        bool | None,
+        typer.Option("--recover-stale", help="Emit stale experiments as partial results."),
+    ] = None,
+    lease_timeout: Annotated[
+        float | None,
+        typer.Option("--lease-timeout", help="Seconds before another host's lease expires [30]."),
+    ] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="Log format: text or json.")
+    ] = None,
+) -> None:
+    """Run the daemon: emit every experiment under ROOT once, as soon as it is complete."""
+    import os
+
+    from energy_ledger.daemon_config import load_watch_config
+    from energy_ledger.watcher import run_watch
+
+    overrides: dict[str, Any] = {
+        "polling": polling,
+        "poll_interval_sec": poll_interval,
+        "on_emit": on_emit,
+        "state_dir": state_dir,
+        "stale_after_sec": stale_after,
+        "recover_stale": recover_stale,
+        "lease_timeout_sec": lease_timeout,
+        "log_format": log_format,
+    }
+    settings = load_watch_config(config, os.environ, overrides)
+    options = ctx.obj or {}
+    setup_logging(max(1, options.get("verbose", 0)), settings.log_format)
+    code = run_watch(root, settings)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -15,13 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from energy_ledger.exceptions import LedgerError
+from energy_ledger.exceptions import ConfigError
 
 LogFormat = Literal["text", "json"]
-
-
-class ConfigError(LedgerError):
-    """The watcher's configuration is invalid (bad file, bad value, unknown key)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,3 +47,22 @@ class NvmlUnavailableError(LedgerError):
 
 class NvmlError(LedgerError):
     """An NVML call failed; the recorder turns these into warnings mid-run."""
+
+
+class NvmlNotSupportedError(NvmlError):
+    """The device does not offer this reading at all (NVML_ERROR_NOT_SUPPORTED).
+
+    Unlike a transient ``NvmlError``, retrying is pointless: the recorder stops asking for it.
+    """
+
+
+class ConfigError(LedgerError):
+    """The daemon's configuration is invalid (bad file, bad value, unknown key)."""
+
+
+class LeaseHeldError(LedgerError):
+    """Another live daemon holds the root's lease."""
+
+
+class LeaseLostError(LedgerError):
+    """This daemon's lease was taken over (it was presumed dead) or removed."""

@@ -32,19 +32,11 @@ from typing import Any
 import orjson
 
 from energy_ledger.atomic import fsync_dir, write_atomic
-from energy_ledger.exceptions import LedgerError
+from energy_ledger.exceptions import LeaseHeldError, LeaseLostError, LedgerError
 
 logger = logging.getLogger(__name__)
 
 LEASE_NAME = "lease.json"
-
-
-class LeaseHeldError(LedgerError):
-    """Another live daemon holds the root's lease."""
-
-
-class LeaseLostError(LedgerError):
-    """This daemon's lease was taken over (it was presumed dead) or removed."""
 
 
 def boot_id() -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from energy_ledger.exceptions import NvmlError, NvmlUnavailableError
+from energy_ledger.exceptions import NvmlError, NvmlNotSupportedError, NvmlUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +27,6 @@ NVML_ENV_VAR = "ENERGY_LEDGER_NVML"
 """Environment variable that picks the backend: ``fake``, ``nvml`` or unset (same as ``nvml``)."""
 
 _T = TypeVar("_T")
-
-
-class NvmlNotSupportedError(NvmlError):
-    """The device does not offer this reading at all (NVML_ERROR_NOT_SUPPORTED).
-
-    Unlike a transient ``NvmlError``, retrying is pointless: the recorder stops asking for it.
-    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,15 +30,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import orjson
-
-from energy_ledger.daemon_config import ConfigError, WatchConfig, load_watch_config
+from energy_ledger.daemon_config import WatchConfig, load_watch_config
 from energy_ledger.daemon_state import StateStore, daemon_status, state_dir_for, write_status
-from energy_ledger.exceptions import LedgerError
+from energy_ledger.exceptions import ConfigError, LeaseHeldError, LeaseLostError, LedgerError
 from energy_ledger.hooks import HookRunner
 from energy_ledger.layout import ResultsLayout, is_valid_experiment_id
-from energy_ledger.lease import Lease, LeaseHeldError, LeaseLostError
+from energy_ledger.lease import Lease
 from energy_ledger.ledger import LogTail, list_experiments
+from energy_ledger.logfmt import JsonLogFormatter, text_formatter
 from energy_ledger.pipeline import process_experiment, recover_experiment, up_to_date
 from energy_ledger.watch_sources import ROOT_EVENT, InotifySource, choose_polling
 
@@ -547,21 +546,6 @@ def run_watch(
             return EXIT_ERROR
 
 
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line (``--log-format json``) for log shippers."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        obj: dict[str, Any] = {
-            "t": record.created,
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            obj["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(obj).decode()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m energy_ledger.watcher``: the ``watch`` command without the CLI."""
     parser = argparse.ArgumentParser(prog="python -m energy_ledger.watcher")
@@ -587,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.log_format == "json":
         handler.setFormatter(JsonLogFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(text_formatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     return run_watch(root, config)
 
