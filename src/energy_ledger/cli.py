@@ -198,7 +198,34 @@ def status(
         table.add_row(r.experiment_id, r.state, r.action, r.detail)
     out.print(table)
     if daemon:
-        out.print(f"daemon: {json.dumps(daemon, sort_keys=True)}")
+        for line in _daemon_lines(daemon):
+            out.print(line)
+
+
+def _daemon_lines(view: dict[str, Any]) -> list[str]:
+    """The daemon's view of the root, as a few readable lines."""
+    lease = view.get("lease") or {}
+    st = view.get("status") or {}
+    state = "running" if view.get("running") else "not running"
+    age = view.get("heartbeat_age_sec")
+    lines = [
+        f"daemon: {state} (pid {lease.get('pid', '?')} on {lease.get('host', '?')}), "
+        f"{st.get('mode', '?')} on {st.get('filesystem', '?')}, "
+        f"heartbeat {age:.1f} s ago"
+        if isinstance(age, int | float)
+        else f"daemon: {state}",
+        f"  lag {st.get('lag_sec', '-')} s, {st.get('emitted', 0)} emitted, "
+        f"{st.get('partial', 0)} partial, {st.get('active_count', 0)} active, "
+        f"{len(st.get('stale') or [])} stale",
+    ]
+    hooks = st.get("hooks") or {}
+    if hooks:
+        lines.append(
+            f"  hooks: {hooks.get('done', 0)} done, {hooks.get('pending', 0)} pending, "
+            f"{hooks.get('running', 0)} running, {len(hooks.get('failed') or [])} failed"
+        )
+    lines.extend(f"  error: {e}" for e in st.get("errors") or [])
+    return lines
 
 
 def _daemon_view(root: Path) -> dict[str, Any] | None:
