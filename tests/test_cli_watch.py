@@ -50,8 +50,10 @@ class TestWatchCommand:
     """The ``watch`` command runs the daemon of the watcher module."""
 
     @pytest.mark.parametrize("mode", ["--polling", "--no-polling"])
-    def test_emits_and_stops_on_sigterm(self, tmp_path: Path, mode: str) -> None:
-        """The daemon emits a complete experiment, then SIGTERM stops it with exit 0."""
+    def test_emits_and_stops_on_sigterm(
+        self, tmp_path: Path, mode: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The daemon emits an experiment, ``status`` shows its view, SIGTERM stops it (exit 0)."""
         (tmp_path / "raw").mkdir()
         proc = _start(tmp_path, mode)
         try:
@@ -60,6 +62,11 @@ class TestWatchCommand:
             result = tmp_path / "aggregated" / f"{truth.experiment_id}.json"
             wait_for(result.exists, "the result file")
             assert json.loads(result.read_text())["total_tokens"] == truth.total_tokens
+            wait_for(lambda: (read_status(tmp_path) or {}).get("emitted") == 1, "the status update")
+            assert cli("status", str(tmp_path)) == 0
+            shown = capsys.readouterr().out
+            assert f"daemon: running (pid {proc.pid}" in shown
+            assert "1 emitted" in shown
         finally:
             code, err = _stop(proc)
         assert code == 0, err
