@@ -473,6 +473,8 @@ class Daemon:
             daemon_argv(root, polling, poll_interval_sec),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # The flags say how it runs, not the caller's ENERGY_LEDGER_* settings.
+            env={k: v for k, v in os.environ.items() if not k.startswith("ENERGY_LEDGER_")},
         )
 
     def wait_ready(self, emitted: int = 0, timeout_sec: float = 120.0) -> float:
