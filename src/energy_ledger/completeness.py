@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from energy_ledger.marker import Marker
-from energy_ledger.process import ProcessSummary
+from energy_ledger.process import ProcessFacts, ProcessSummary
 
 State = Literal["complete", "pending", "failed", "invalid"]
 
@@ -32,7 +32,8 @@ class ProcessEvidence:
 
     Attributes:
         index: the process index in the file name.
-        summary: the replayed process (``None`` when its log could not be replayed).
+        summary: what the replayed log says about the process (``ProcessFacts``, or a whole
+            ``ProcessSummary``); ``None`` when the log could not be replayed.
         log_error: why the log could not be replayed (corrupt line, bad version, ...).
         complete_bytes: bytes of complete lines in the log.
         torn_bytes: bytes after them without a final newline.
@@ -45,7 +46,7 @@ class ProcessEvidence:
     """
 
     index: int
-    summary: ProcessSummary | None = None
+    summary: ProcessFacts | ProcessSummary | None = None
     log_error: str | None = None
     complete_bytes: int = 0
     torn_bytes: int = 0

@@ -33,8 +33,9 @@ from energy_ledger.layout import (
 )
 from energy_ledger.marker import parse_marker
 from energy_ledger.models import RawProcessResult
-from energy_ledger.process import ProcessSummary, summarize_process, summary_from_raw
+from energy_ledger.process import ProcessSummary, facts_of, summarize_process, summary_from_raw
 from energy_ledger.replay import ReplayCursor, replay_stream
+from energy_ledger.state import ProcessState
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,12 @@ class LogTail:
 
 @dataclass(slots=True)
 class ExperimentScan:
-    """Everything read from one experiment folder, with its completeness report."""
+    """Everything read from one experiment folder, with its completeness report.
+
+    The completeness check needs only cheap facts; the full per-process summaries (every
+    latency, the schema-2.0 models) are built on first use of ``summaries``, so that a daemon
+    rescanning an active experiment pays for the bytes appended, not for the log's size.
+    """
 
     experiment_id: str
     directory: Path
@@ -106,12 +112,21 @@ class ExperimentScan:
     legacy: bool = False
     newest_mtime: float = 0.0
     problems: list[str] = field(default_factory=list)
+    states: dict[int, ProcessState] = field(default_factory=dict)
+    _summaries: list[ProcessSummary] | None = None
 
     @property
     def summaries(self) -> list[ProcessSummary]:
-        """The replayed processes, in index order."""
-        found = [ev.summary for ev in self.evidence if ev.summary is not None]
-        return sorted(found, key=lambda s: s.process_index)
+        """The replayed processes, in index order (built once, on first use)."""
+        if self._summaries is None:
+            found: list[ProcessSummary] = []
+            for ev in self.evidence:
+                if isinstance(ev.summary, ProcessSummary):
+                    found.append(ev.summary)
+                elif ev.summary is not None:
+                    found.append(summarize_process(self.states[ev.index], ev.index))
+            self._summaries = sorted(found, key=lambda s: s.process_index)
+        return self._summaries
 
     @property
     def lenient_problems(self) -> list[str]:
@@ -222,7 +237,7 @@ def scan_experiment(
         evidence.append(
             ProcessEvidence(
                 index=index,
-                summary=summarize_process(cur.state, index),
+                summary=facts_of(cur.state, index),
                 complete_bytes=cur.offset,
                 torn_bytes=cur.torn_bytes,
                 sha256=cur.sha256,
@@ -259,6 +274,7 @@ def scan_experiment(
         legacy=legacy,
         newest_mtime=newest,
         problems=problems,
+        states={i: t.cursor.state for i, t in tails.items() if i in log_indices},
     )
 
 

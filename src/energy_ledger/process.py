@@ -45,6 +45,34 @@ from energy_ledger.stats import mean
 EnergySource = Literal["counter", "power_integral", "none"]
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessFacts:
+    """What the completeness check needs to know about a process: cheap to get at any time.
+
+    ``ProcessSummary`` has the same attributes, so either can stand as a process's evidence.
+    """
+
+    process_index: int
+    run_id: str | None
+    world_size: int | None
+    experiment_id: str | None
+    finished: bool
+    failed_error: str | None
+
+
+def facts_of(state: ProcessState, process_index: int) -> ProcessFacts:
+    """The completeness facts of a folded state (``process_index`` when the log has no start)."""
+    started = state.started
+    return ProcessFacts(
+        process_index=started.process_index if started is not None else process_index,
+        run_id=started.run_id if started is not None else None,
+        world_size=started.world_size if started is not None else None,
+        experiment_id=started.experiment_id if started is not None else None,
+        finished=state.finished,
+        failed_error=state.failed_error,
+    )
+
+
 def utc(t: float) -> datetime:
     """A Unix time in seconds as a timezone-aware UTC datetime."""
     return datetime.fromtimestamp(t, tz=UTC)
