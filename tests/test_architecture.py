@@ -14,6 +14,7 @@ CORE = (
     "events",
     "state",
     "replay",
+    "fastpath",
     "marker",
     "stats",
     "process",
@@ -33,6 +34,18 @@ SHELL = frozenset(
         "simulate",
         "atomic",
         "layout",
+        "pipeline",
+        "sampler",
+        "snapshot",
+        "launch",
+        "fake_nvml",
+        "daemon_config",
+        "daemon_state",
+        "hooks",
+        "lease",
+        "fsdetect",
+        "watch_sources",
+        "logfmt",
     }
 )
 # Standard-library modules that reach the filesystem, processes, the network or the clock.

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Literal, cast
 
 from pydantic import ValidationError
@@ -43,7 +44,7 @@ from energy_ledger.models import (
     ThermalThrottleInfo,
 )
 from energy_ledger.process import ProcessSummary, summary_from_raw, utc
-from energy_ledger.stats import mean, summarize
+from energy_ledger.stats import Summary, mean, summarize
 
 SHORT_MEASUREMENT_SEC = 10.0
 """Spans shorter than this get the short-measurement warning."""
@@ -144,11 +145,9 @@ def _merge_throttle(processes: Sequence[ProcessSummary]) -> ThermalThrottleInfo 
     )
 
 
-def _latency_stats(ttft: list[float], itl: list[float]) -> LatencyStatistics | None:
-    t = summarize(ttft)
+def _latency_stats(t: Summary | None, i: Summary | None) -> LatencyStatistics | None:
     if t is None:
         return None
-    i = summarize(itl)
     return LatencyStatistics(
         ttft_mean_ms=t.mean,
         ttft_median_ms=t.median,
@@ -291,17 +290,18 @@ def aggregate_results(
         ),
     )
 
-    ttft = [x for p in processes for x in p.ttft_ms]
-    itl = [x for p in processes for x in p.itl_ms]
-    e2e = summarize([x for p in processes for x in p.latencies_ms])
-    sm = [x for p in processes for x in p.sm_util_pct]
+    # Concatenate in C (chain) and sort once per list: these lists hold every request.
+    ttft = summarize(list(chain.from_iterable(p.ttft_ms for p in processes)))
+    itl = summarize(list(chain.from_iterable(p.itl_ms for p in processes)))
+    e2e = summarize(list(chain.from_iterable(p.latencies_ms for p in processes)))
+    sm = list(chain.from_iterable(p.sm_util_pct for p in processes))
     environment = _environment(processes, agg_warnings)
     peaks = [p.peak_memory_mb for p in processes if p.peak_memory_mb is not None]
     model_mem = max((p.raw.compute_metrics.model_memory_mb for p in processes), default=0.0)
     peak_mem = max(peaks) if peaks else 0.0
     vram = environment.hardware.gpu.vram_total_mb if environment else 0.0
     extended = ExtendedEfficiencyMetrics(
-        tpot_ms=mean(itl) if itl else None,
+        tpot_ms=itl.mean if itl else None,
         memory=MemoryEfficiencyMetrics(
             total_vram_mb=vram,
             model_memory_mb=model_mem,

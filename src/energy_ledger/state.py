@@ -152,7 +152,8 @@ def add_sample(
         if previous is not None and energy_mj < previous and not state.counter_reset:
             state.counter_reset = True
             state.warnings.append(
-                f"energy counter went backwards at t={t:.3f} ({previous} -> {energy_mj} mJ): "
+                f"energy counter went backwards at t={t:.3f} "
+                f"({float(previous)} -> {float(energy_mj)} mJ): "
                 "counter reset, energy integrated from power samples instead"
             )
         state.sample_energy_mj = energy_mj
