@@ -19,9 +19,9 @@ Raw samples are concatenated across processes and statistics computed once. The 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any, Literal, cast
 
 from pydantic import ValidationError
@@ -182,6 +182,13 @@ def _environment(
     return None
 
 
+def _concat(arrays: Iterable[array[float]]) -> array[float]:
+    out: array[float] = array("d")
+    for values in arrays:
+        out.extend(values)
+    return out
+
+
 def _dedup(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
@@ -290,11 +297,11 @@ def aggregate_results(
         ),
     )
 
-    # Concatenate in C (chain) and sort once per list: these lists hold every request.
-    ttft = summarize(list(chain.from_iterable(p.ttft_ms for p in processes)))
-    itl = summarize(list(chain.from_iterable(p.itl_ms for p in processes)))
-    e2e = summarize(list(chain.from_iterable(p.latencies_ms for p in processes)))
-    sm = list(chain.from_iterable(p.sm_util_pct for p in processes))
+    # One concatenation per list, in process-index order (these lists hold every request).
+    ttft = summarize(_concat(p.ttft_ms for p in processes))
+    itl = summarize(_concat(p.itl_ms for p in processes))
+    e2e = summarize(_concat(p.latencies_ms for p in processes))
+    sm = _concat(p.sm_util_pct for p in processes)
     environment = _environment(processes, agg_warnings)
     peaks = [p.peak_memory_mb for p in processes if p.peak_memory_mb is not None]
     model_mem = max((p.raw.compute_metrics.model_memory_mb for p in processes), default=0.0)
@@ -309,7 +316,7 @@ def aggregate_results(
             inference_memory_mb=max(0.0, peak_mem - model_mem),
         ),
         gpu_utilisation=GPUUtilisationMetrics(
-            sm_utilisation_mean=mean(sm) if sm else None,
+            sm_utilisation_mean=mean(sm) if len(sm) else None,
             sm_utilisation_samples=len(sm),
         ),
         request_latency=RequestLatencyMetrics(

@@ -19,7 +19,7 @@ import msgspec
 from energy_ledger.state import ProcessState, add_sample
 
 
-class _Request(msgspec.Struct, tag_field="type", tag="request"):
+class _Request(msgspec.Struct, tag_field="type", tag="request", gc=False):
     v: int
     seq: int
     t: float
@@ -30,7 +30,7 @@ class _Request(msgspec.Struct, tag_field="type", tag="request"):
     itl_ms: list[float] | None = None
 
 
-class _Sample(msgspec.Struct, tag_field="type", tag="sample"):
+class _Sample(msgspec.Struct, tag_field="type", tag="sample", gc=False):
     v: int
     seq: int
     t: float
