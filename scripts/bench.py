@@ -149,7 +149,9 @@ def machine_info() -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError):
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
     versions = {}
-    for name in ("energy-ledger", "orjson", "pydantic", "polars", "pandas", "psutil", "watchdog"):
+    packages = ("energy-ledger", "orjson", "msgspec", "numpy", "pydantic", "polars", "pandas",
+                "psutil", "watchdog")  # fmt: skip
+    for name in packages:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
