@@ -12,36 +12,37 @@ give the same state.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
+import typing
+from typing import Any
 
 import msgspec
 
+from energy_ledger.events import Request, Sample
 from energy_ledger.state import ProcessState, add_sample
 
 
-class _Request(msgspec.Struct, tag_field="type", tag="request", gc=False):
-    v: int
-    seq: int
-    t: float
-    latency_ms: float
-    input_tokens: int
-    output_tokens: int
-    ttft_ms: float | None = None
-    itl_ms: list[float] | None = None
+def _wire_struct(cls: type[Request] | type[Sample]) -> type[msgspec.Struct]:
+    """A msgspec struct for the wire form of an event class, built from its own fields.
+
+    The event dataclass stays the one definition of the format: the struct has the same fields,
+    types and defaults, except that the envelope (``v``, ``seq``, ``t``) is always required.
+    """
+    hints = typing.get_type_hints(cls)
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for f in dataclasses.fields(cls):
+        if f.name in ("v", "seq", "t") or f.default is dataclasses.MISSING:
+            fields.append((f.name, hints[f.name]))
+        else:
+            fields.append((f.name, hints[f.name], f.default))
+    return msgspec.defstruct(
+        f"{cls.__name__}Wire", fields, tag_field="type", tag=cls.TYPE, kw_only=True, gc=False
+    )
 
 
-class _Sample(msgspec.Struct, tag_field="type", tag="sample", gc=False):
-    v: int
-    seq: int
-    t: float
-    power_w: float | None = None
-    energy_mj: float | None = None
-    temperature_c: float | None = None
-    sm_util_pct: float | None = None
-    memory_used_mb: float | None = None
-    throttle_reasons: int | None = None
-
-
+_Request: Any = _wire_struct(Request)
+_Sample: Any = _wire_struct(Sample)
 _decode = msgspec.json.Decoder(_Request | _Sample).decode
 _SEQ = operator.attrgetter("seq")
 _VERSION = operator.attrgetter("v")
@@ -57,7 +58,7 @@ def fold_hot_block(state: ProcessState, lines: list[bytes]) -> bool:
     if seq == 0:
         return False  # the first event must be process_started
     try:
-        records = list(map(_decode, lines))
+        records: list[Any] = list(map(_decode, lines))
     except (msgspec.ValidationError, msgspec.DecodeError):
         return False
     end = seq + len(records)
@@ -68,7 +69,7 @@ def fold_hot_block(state: ProcessState, lines: list[bytes]) -> bool:
     ttfts = state.ttft_ms.append
     itls = state.itl_ms.extend
     for r in records:
-        if type(r) is _Request:
+        if type(r) is _Request:  # the wire structs' attributes are the event classes' fields
             n_req += 1
             n_in += r.input_tokens
             n_out += r.output_tokens
