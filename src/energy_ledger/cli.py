@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
@@ -378,8 +379,15 @@ def show(
     for file in files:
         try:
             result = ExperimentResult.model_validate_json(file.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise LedgerError(f"{file}: not a readable ExperimentResult ({exc})") from None
+        except OSError as exc:
+            raise LedgerError(f"{file}: cannot read: {exc.strerror or exc}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the file"
+            raise LedgerError(
+                f"{file}: not an ExperimentResult ({exc.error_count()} problems; first: "
+                f"{where}: {first['msg']})"
+            ) from None
         _print_result(file, result)
 
 
