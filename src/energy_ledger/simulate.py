@@ -81,6 +81,31 @@ class ExperimentTruth:
         return [x for p in self.processes for x in p.latencies_ms]
 
 
+def simulated_environment(gpu_uuid: str) -> dict[str, object]:
+    """An ``EnvironmentSnapshot`` of a simulated machine (fixed, so outputs are reproducible)."""
+    return {
+        "hardware": {
+            "gpu": {
+                "name": "Simulated GPU 80GB",
+                "vram_total_mb": 81920.0,
+                "compute_capability": "9.0",
+                "pcie_gen": 5,
+                "mig_enabled": False,
+                "uuid": gpu_uuid,
+            },
+            "cuda": {"version": "12.8", "driver_version": "570.00.00"},
+            "thermal": {"temperature_c": 35.0, "power_limit_w": 700.0,
+                        "default_power_limit_w": 700.0},
+            "cpu": {"governor": "performance", "model": "simulated", "platform": "Linux"},
+            "container": {"detected": False},
+            "collected_at": "2026-01-01T00:00:00+00:00",
+        },
+        "python_version": "3.11",
+        "installed_packages": [],
+        "tool_version": "simulated",
+    }  # fmt: skip
+
+
 def _counter(base_mj: int, power_w: float, t0: float, t: float) -> int:
     return base_mj + round(power_w * (t - t0) * 1000.0)
 
@@ -128,6 +153,7 @@ def simulate_process(
         model_name="sim-gpt",
         measurement_config_hash="sim0000000000000",
         effective_config={"model": "sim-gpt", "n": requests * world_size, "simulated": True},
+        environment=simulated_environment(uuid),
     )
     writer.append(
         "baseline",
