@@ -110,7 +110,6 @@ class ExperimentScan:
     evidence: list[ProcessEvidence]
     report: CompletenessReport
     legacy: bool = False
-    newest_mtime: float = 0.0
     problems: list[str] = field(default_factory=list)
     states: dict[int, ProcessState] = field(default_factory=dict)
     _summaries: list[ProcessSummary] | None = None
@@ -127,11 +126,6 @@ class ExperimentScan:
                     found.append(summarize_process(self.states[ev.index], ev.index))
             self._summaries = sorted(found, key=lambda s: s.process_index)
         return self._summaries
-
-    @property
-    def lenient_problems(self) -> list[str]:
-        """Lines skipped in lenient mode, across all logs."""
-        return list(self.problems)
 
 
 def _entries(directory: Path, layout: ResultsLayout) -> Iterator[tuple[str, Path]]:
@@ -215,7 +209,6 @@ def scan_experiment(
         raise LedgerError(f"{directory}: not a folder") from None
     except OSError as exc:
         raise LedgerError(f"{directory}: cannot list: {exc.strerror or exc}") from exc
-    newest = 0.0
     evidence: list[ProcessEvidence] = []
     problems: list[str] = []
     log_indices = sorted(int(m.group(1)) for n in entries if (m := LOG_RE.fullmatch(n)))
@@ -225,7 +218,6 @@ def scan_experiment(
         if tail is None or tail.path != path:
             tail = tails[index] = LogTail(path)
         tail.refresh(strict=strict)
-        newest = max(newest, _mtime(path), _mtime(directory / marker_name(index)))
         problems.extend(tail.cursor.problems)
         if tail.error is not None:
             evidence.append(ProcessEvidence(index=index, log_error=tail.error))
@@ -260,7 +252,6 @@ def scan_experiment(
     legacy = bool(legacy_indices or legacy_markers) and not log_indices
     for index in legacy_indices:
         path = entries[f"process_{index}.json"]
-        newest = max(newest, _mtime(path))
         evidence.append(_legacy_evidence(index, path, index in legacy_markers))
     if legacy and expected_processes is None:
         expected_processes = max([*legacy_indices, *legacy_markers]) + 1
@@ -272,17 +263,9 @@ def scan_experiment(
         evidence=evidence,
         report=report,
         legacy=legacy,
-        newest_mtime=newest,
         problems=problems,
         states={i: t.cursor.state for i, t in tails.items() if i in log_indices},
     )
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 @dataclass(frozen=True, slots=True)
