@@ -128,6 +128,25 @@ class ExperimentScan:
         return self._summaries
 
 
+def newest_mtime(directory: Path) -> float | None:
+    """Newest mtime of ``directory`` itself (a file created or deleted) and of its entries.
+
+    Links are not followed (nothing outside the root is touched). ``None`` when the folder
+    cannot be read.
+    """
+    try:
+        newest = directory.stat().st_mtime
+        with os.scandir(directory) as it:
+            for entry in it:
+                try:
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+                except OSError:
+                    continue
+    except OSError:
+        return None
+    return newest
+
+
 def _entries(directory: Path, layout: ResultsLayout) -> Iterator[tuple[str, Path]]:
     """File names in ``directory``, skipping (with a warning) links that leave the root."""
     with os.scandir(directory) as it:

@@ -21,7 +21,13 @@ from energy_ledger.completeness import CompletenessReport
 from energy_ledger.exceptions import IncompleteExperimentError, LedgerError
 from energy_ledger.exporters import result_to_json_bytes, upsert_csv
 from energy_ledger.layout import ResultsLayout, layout_of_experiment_dir
-from energy_ledger.ledger import ExperimentScan, LogTail, list_experiments, scan_experiment
+from energy_ledger.ledger import (
+    ExperimentScan,
+    LogTail,
+    list_experiments,
+    newest_mtime,
+    scan_experiment,
+)
 from energy_ledger.models import ExperimentResult
 
 logger = logging.getLogger(__name__)
@@ -110,31 +116,14 @@ def emit(scan: ExperimentScan) -> tuple[Path, bool]:
     return path, changed
 
 
-def _newest_input(directory: Path) -> float:
-    """Newest mtime of the folder (a file created or deleted) and of every file in it."""
-    try:
-        newest = directory.stat().st_mtime
-    except OSError:
-        return float("inf")
-    try:
-        with os.scandir(directory) as it:
-            for entry in it:
-                try:
-                    newest = max(newest, entry.stat().st_mtime)
-                except OSError:
-                    continue
-    except OSError:
-        return float("inf")
-    return newest
-
-
 def up_to_date(layout: ResultsLayout, experiment_id: str) -> bool:
     """True when the result exists and is newer than every file of the experiment."""
     try:
         result_mtime = layout.result_path(experiment_id).stat().st_mtime
     except OSError:
         return False
-    return result_mtime >= _newest_input(layout.experiment_dir(experiment_id))
+    newest = newest_mtime(layout.experiment_dir(experiment_id))
+    return newest is not None and result_mtime >= newest
 
 
 def process_experiment(

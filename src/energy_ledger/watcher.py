@@ -36,7 +36,7 @@ from energy_ledger.exceptions import ConfigError, LeaseHeldError, LeaseLostError
 from energy_ledger.hooks import HookRunner
 from energy_ledger.layout import ResultsLayout, is_valid_experiment_id
 from energy_ledger.lease import Lease
-from energy_ledger.ledger import LogTail, list_experiments
+from energy_ledger.ledger import LogTail, list_experiments, newest_mtime
 from energy_ledger.logfmt import JsonLogFormatter, text_formatter
 from energy_ledger.pipeline import process_experiment, recover_experiment, up_to_date
 from energy_ledger.watch_sources import ROOT_EVENT, InotifySource, choose_polling
@@ -81,20 +81,6 @@ class Tracked:
     stale: bool = False
     recovered: bool = False
     reported: str = ""
-
-
-def _newest_mtime(directory: Path) -> float:
-    newest = 0.0
-    try:
-        with os.scandir(directory) as it:
-            for entry in it:
-                try:
-                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
-                except OSError:
-                    continue
-    except OSError:
-        return time.time()
-    return newest or time.time()
 
 
 class Watcher:
@@ -207,7 +193,7 @@ class Watcher:
             if not directory.is_dir():
                 return
             tracked = self.active[experiment_id] = Tracked(
-                last_activity_t=_newest_mtime(directory),
+                last_activity_t=newest_mtime(directory) or time.time(),
                 recovered=record is not None and record.kind == "partial",
             )
         outcome = process_experiment(self.layout, experiment_id, tails=tracked.tails)
