@@ -99,14 +99,23 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def csv_bytes(results: Sequence[ExperimentResult]) -> bytes:
-    """The CSV table's bytes: a header and one row per result, sorted by experiment id."""
+def _row(result: ExperimentResult) -> list[str]:
+    return [_cell(get(result)) for _, get in CSV_COLUMNS]
+
+
+def _render(rows: dict[str, list[str]]) -> bytes:
+    """The header and ``rows`` (keyed by experiment id), sorted by experiment id."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([name for name, _ in CSV_COLUMNS])
-    for result in sorted(results, key=lambda r: r.experiment_id):
-        writer.writerow([_cell(get(result)) for _, get in CSV_COLUMNS])
+    for key in sorted(rows):
+        writer.writerow(rows[key])
     return buffer.getvalue().encode()
+
+
+def csv_bytes(results: Sequence[ExperimentResult]) -> bytes:
+    """The CSV table's bytes: a header and one row per result, sorted by experiment id."""
+    return _render({result.experiment_id: _row(result) for result in results})
 
 
 def _parse_rows(data: bytes) -> dict[str, list[str]] | None:
@@ -137,13 +146,8 @@ def upsert_csv(results: Sequence[ExperimentResult], path: str | os.PathLike[str]
         logger.warning("%s has another header or cannot be read: rebuilding it", target)
         existing = {}
     for result in results:
-        existing[result.experiment_id] = [_cell(get(result)) for _, get in CSV_COLUMNS]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([name for name, _ in CSV_COLUMNS])
-    for key in sorted(existing):
-        writer.writerow(existing[key])
-    return write_if_changed(target, buffer.getvalue().encode())
+        existing[result.experiment_id] = _row(result)
+    return write_if_changed(target, _render(existing))
 
 
 def export_aggregated_to_csv(
