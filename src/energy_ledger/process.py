@@ -199,7 +199,8 @@ def _throttle(state: ProcessState) -> ThermalThrottleInfo:
 def summarize_process(state: ProcessState, process_index: int | None = None) -> ProcessSummary:
     """Summarise a folded state. ``process_index`` is used when the log has no start event."""
     started = state.started
-    index = started.process_index if started is not None else (process_index or 0)
+    facts = facts_of(state, process_index or 0)
+    index = facts.process_index
     energy_j, source, warnings = _energy(state)
     warnings = [*state.warnings, *warnings]
     if started is not None and started.gpu_is_mig:
@@ -306,9 +307,9 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
     return ProcessSummary(
         raw=raw,
         process_index=index,
-        run_id=started.run_id if started else None,
-        world_size=started.world_size if started else None,
-        experiment_id=started.experiment_id if started else None,
+        run_id=facts.run_id,
+        world_size=facts.world_size,
+        experiment_id=facts.experiment_id,
         gpu_key=gpu_key,
         gpu_uuid=uuid,
         hostname=hostname,
@@ -332,8 +333,8 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
         ttft_ms=array("d", state.ttft_ms),
         itl_ms=array("d", state.itl_ms),
         sm_util_pct=array("d", state.sm_util_pct),
-        finished=state.finished,
-        failed_error=state.failed_error,
+        finished=facts.finished,
+        failed_error=facts.failed_error,
         warnings=tuple(warnings),
         backend=raw.backend,
         measurement_config_hash=started.measurement_config_hash if started else None,
