@@ -40,14 +40,14 @@ from typing import Any
 
 import orjson
 
-from energy_ledger.aggregation import aggregate_results
-from energy_ledger.layout import ResultsLayout
-from energy_ledger.ledger import LogTail, scan_experiment
+from energy_ledger.core.aggregation import aggregate_results
+from energy_ledger.core.process import summarize_process
+from energy_ledger.core.replay import replay_stream
 from energy_ledger.pipeline import replay_root
-from energy_ledger.process import summarize_process
-from energy_ledger.replay import replay_stream
 from energy_ledger.simulate import T0, simulate
-from energy_ledger.writer import EventLogWriter
+from energy_ledger.store.layout import ResultsLayout
+from energy_ledger.store.reader import LogTail, scan_experiment
+from energy_ledger.store.writer import EventLogWriter
 
 SCRIPTS = Path(__file__).resolve().parent
 
@@ -380,15 +380,15 @@ def bench_scaling(report: Report, sizes: Sizes, work: Path) -> None:
 
 RSS_CHILD = """
 import json, resource, sys, time
-from energy_ledger.replay import replay_stream
+from energy_ledger.core.replay import replay_stream
 path, full = sys.argv[1], sys.argv[2] == "full"
 t0 = time.perf_counter()
 if sys.argv[2] != "import":
     with open(path, "rb") as fh:
         cursor = replay_stream(fh, path=path)
     if full:
-        from energy_ledger.aggregation import aggregate_results
-        from energy_ledger.process import summarize_process
+        from energy_ledger.core.aggregation import aggregate_results
+        from energy_ledger.core.process import summarize_process
         aggregate_results([summarize_process(cursor.state, 0)], "bench")
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forked parent across exec.
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]
@@ -431,10 +431,10 @@ def bench_memory(report: Report, sizes: Sizes, big: BigLog) -> None:
 
 # --- 3 and 4. the daemon --------------------------------------------------------------------
 def daemon_argv(root: Path, polling: bool, poll_interval_sec: float) -> list[str]:
-    """``energy-ledger watch ROOT`` (or ``python -m energy_ledger.watcher`` without the CLI)."""
+    """``energy-ledger watch ROOT`` (or the watcher module run directly, without the CLI)."""
     cli = importlib.import_module("energy_ledger.cli")
     entry = ["-m", "energy_ledger", "watch"] if hasattr(cli, "watch") else ["-m",
-             "energy_ledger.watcher"]  # fmt: skip
+             "energy_ledger.daemon.watcher"]  # fmt: skip
     mode = "--polling" if polling else "--no-polling"
     return [sys.executable, *entry, str(root), mode, "--poll-interval", str(poll_interval_sec)]
 

@@ -14,8 +14,8 @@ import statistics
 import tempfile
 import time
 
-from energy_ledger.launch import LaunchInfo
-from energy_ledger.recorder import ProcessRecorder
+from energy_ledger.recorder.launch import LaunchInfo
+from energy_ledger.recorder.recorder import ProcessRecorder
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:

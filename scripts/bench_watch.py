@@ -1,6 +1,6 @@
 """Benchmark the watcher daemon: marker -> result latency, restart time, idle CPU.
 
-Runs the real daemon (``python -m energy_ledger.watcher``) as a separate process on a scratch root:
+Runs the real daemon (``python -m energy_ledger watch``) as a separate process on a scratch root:
 
 1. latency: experiments are written in a staging folder on the same filesystem, their logs moved
    into the root, then their markers renamed in (as a writer's atomic marker write would appear);
@@ -49,7 +49,7 @@ def _start(root: Path, mode: list[str], log: Path) -> tuple[subprocess.Popen[byt
     started = time.monotonic()
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "energy_ledger.watcher", str(root), *mode],
+            [sys.executable, "-m", "energy_ledger.daemon.watcher", str(root), *mode],
             stdout=fh,
             stderr=subprocess.STDOUT,
             env=_env(),

@@ -43,7 +43,7 @@ def text(value: Any) -> str:
 
 def worker(root: str, seconds: float) -> None:
     """One recorder process: a window of ``seconds`` of GPU (or CPU) work."""
-    from energy_ledger.recorder import ProcessRecorder
+    from energy_ledger.recorder.recorder import ProcessRecorder
 
     try:
         import torch
@@ -78,7 +78,7 @@ class FakePynvml:
     """The few pynvml calls this script makes, answered by energy_ledger's fake GPUs."""
 
     def __init__(self) -> None:
-        from energy_ledger.fake_nvml import FakeNvml
+        from energy_ledger.gpu.fake import FakeNvml
 
         self.fake = FakeNvml(4)
 
@@ -145,8 +145,8 @@ class Poller(threading.Thread):
 
 def windows_per_gpu(root: Path) -> dict[str, tuple[float, float]]:
     """Per physical GPU UUID: earliest window start and latest window end, from the logs."""
-    from energy_ledger.layout import ResultsLayout
-    from energy_ledger.replay import replay_stream
+    from energy_ledger.core.replay import replay_stream
+    from energy_ledger.store.layout import ResultsLayout
 
     spans: dict[str, tuple[float, float]] = {}
     for path in sorted(ResultsLayout.at(root).experiment_dir(EXPERIMENT_ID).glob("*.jsonl")):

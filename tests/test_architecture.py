@@ -1,4 +1,14 @@
-"""Architecture tests: the pure core imports nothing from the I/O shell (STYLE.md, habit 1)."""
+"""Architecture tests: what each layer may import (STYLE.md, habit 1; docs/architecture.md).
+
+The rules are allow-lists, so a new shell module cannot slip into the core unnoticed:
+
+- ``core/`` imports a subset of the standard library (nothing that reaches the filesystem, the
+  network, processes or the clock), msgspec, orjson, numpy, and ``core``, ``models``,
+  ``exceptions`` and ``_version`` of this package.
+- ``models/`` imports pydantic, the same standard-library subset and ``models`` itself.
+- Only ``gpu/nvml.py`` imports pynvml.
+- No module takes part in an import cycle.
+"""
 
 from __future__ import annotations
 
@@ -10,66 +20,69 @@ import pytest
 PACKAGE = "energy_ledger"
 SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 
-CORE = (
-    "events",
-    "state",
-    "replay",
-    "fastpath",
-    "marker",
-    "stats",
-    "process",
-    "completeness",
-    "aggregation",
-    "models",
-)
-SHELL = frozenset(
+PURE_STDLIB = frozenset(
     {
-        "writer",
-        "ledger",
-        "exporters",
-        "watcher",
-        "recorder",
-        "nvml",
-        "cli",
-        "simulate",
-        "atomic",
-        "layout",
-        "pipeline",
-        "sampler",
-        "snapshot",
-        "launch",
-        "fake_nvml",
-        "daemon_config",
-        "daemon_state",
-        "hooks",
-        "lease",
-        "fsdetect",
-        "watch_sources",
-        "logfmt",
+        "__future__",
+        "abc",
+        "array",
+        "bisect",
+        "collections",
+        "copy",
+        "dataclasses",
+        "datetime",
+        "enum",
+        "functools",
+        "hashlib",
+        "heapq",
+        "io",
+        "itertools",
+        "logging",
+        "math",
+        "numbers",
+        "operator",
+        "re",
+        "statistics",
+        "string",
+        "types",
+        "typing",
     }
 )
-# Standard-library modules that reach the filesystem, processes, the network or the clock.
-IO_MODULES = frozenset(
-    {"os", "pathlib", "shutil", "tempfile", "glob", "subprocess", "socket", "time", "watchdog"}
-)
+"""Standard-library modules that touch nothing outside the process (``logging`` only gets loggers;
+handlers are set up in the CLI). ``io`` is here for ``io.BytesIO`` over bytes already held."""
+
+LEAF_MODULES = frozenset({f"{PACKAGE}.exceptions", f"{PACKAGE}._version"})
+"""Top-level modules any layer may import: they import nothing of this package."""
+
+ALLOWED: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
+    "core": (
+        PURE_STDLIB | {"msgspec", "orjson", "numpy"},
+        (f"{PACKAGE}.core", f"{PACKAGE}.models"),
+    ),
+    "models": (PURE_STDLIB | {"pydantic"}, (f"{PACKAGE}.models",)),
+}
 
 
-def _sources(module: str) -> list[Path]:
-    """The source files of a core module (a package gives all of its files)."""
-    package = SRC / module
-    if package.is_dir():
-        return sorted(package.rglob("*.py"))
-    single = SRC / f"{module}.py"
-    return [single] if single.is_file() else []
+def _modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (a package by its ``__init__``)."""
+    found = {}
+    for path in sorted(SRC.rglob("*.py")):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
 
 
-def _imports(source: str, package: str = PACKAGE, current: str = PACKAGE) -> set[str]:
+def _imports(source: str, current: str = PACKAGE, *, top_level_only: bool = False) -> set[str]:
     """Every absolute module name a source imports, with relative imports resolved.
 
-    ``current`` is the dotted package the source lives in (for relative imports).
+    ``current`` is the dotted package the source lives in. ``from pkg import name`` also yields
+    ``pkg.name`` (it may be a module). ``top_level_only`` leaves out imports inside functions.
     """
+    tree = ast.parse(source)
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
     names: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in nodes:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -80,23 +93,37 @@ def _imports(source: str, package: str = PACKAGE, current: str = PACKAGE) -> set
             else:
                 module = node.module or ""
             names.add(module)
-            if module == package:
-                names.update(f"{package}.{alias.name}" for alias in node.names)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
     return names
 
 
-def _shell_imports(names: set[str]) -> set[str]:
-    found = set()
+def _package_of(module: str, path: Path) -> str:
+    return module if path.name == "__init__.py" else module.rpartition(".")[0]
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    """True when ``name`` is one of ``prefixes`` or something inside one of them."""
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def _violations(layer: str, names: set[str]) -> set[str]:
+    """The imported names that the layer's allow-list refuses."""
+    external, internal = ALLOWED[layer]
+    bad = set()
     for name in names:
-        parts = name.split(".")
-        if parts[0] == PACKAGE and len(parts) > 1 and parts[1] in SHELL:
-            found.add(name)
-    return found
+        root = name.split(".")[0]
+        if root == PACKAGE:
+            ok = _within(name, (*LEAF_MODULES, *internal))
+            # ``from energy_ledger import X`` yields ``energy_ledger`` itself: judged by ``X``.
+            if name != PACKAGE and not ok:
+                bad.add(name)
+        elif root not in external:
+            bad.add(name)
+    return bad
 
 
-def _current_package(path: Path) -> str:
-    relative = path.relative_to(SRC.parent).with_suffix("")
-    return ".".join(relative.parts[:-1])
+def _layer_files(layer: str) -> list[tuple[str, Path]]:
+    return [(m, p) for m, p in _modules().items() if m.split(".")[1:2] == [layer]]
 
 
 class TestImportChecker:
@@ -105,63 +132,136 @@ class TestImportChecker:
     @pytest.mark.parametrize(
         "source",
         [
-            "import energy_ledger.writer",
-            "import energy_ledger.writer as w",
-            "from energy_ledger.writer import EventLogWriter",
-            "from energy_ledger import writer",
-            "from energy_ledger import events, layout",
-            "from . import atomic",
-            "from .cli import main",
-            "def f():\n    from energy_ledger.nvml import Nvml\n",
+            "import energy_ledger.store.writer",
+            "import energy_ledger.store.writer as w",
+            "from energy_ledger.store.writer import EventLogWriter",
+            "from energy_ledger import store",
+            "from energy_ledger.daemon import lease",
+            "from .. import pipeline",
+            "from ..store import atomic",
+            "def f():\n    from energy_ledger.gpu.nvml import NvmlBackend\n",
+            "import os",
+            "from pathlib import Path",
+            "import time",
+            "import watchdog.events",
+            "import pydantic",
         ],
     )
-    def test_detects_shell_imports(self, source: str) -> None:
-        """Absolute, relative and function-level imports of a shell module are all found."""
-        assert _shell_imports(_imports(source))
+    def test_refuses_what_core_may_not_import(self, source: str) -> None:
+        """Absolute, relative, function-level and third-party imports outside the list are found."""
+        assert _violations("core", _imports(source, f"{PACKAGE}.core"))
 
     @pytest.mark.parametrize(
         "source",
         [
-            "from energy_ledger.events import Request",
+            "from energy_ledger.core.events import Request",
             "from . import state",
-            "import energy_ledger_writer",
-            "from energy_ledger.models import writer_config",
+            "from .state import ProcessState",
+            "from energy_ledger.models import ExperimentResult",
+            "from energy_ledger.exceptions import FormatError",
+            "import msgspec",
+            "import numpy as np",
+            "from collections.abc import Sequence",
         ],
     )
-    def test_ignores_core_imports(self, source: str) -> None:
-        """Imports of core modules (and look-alike names) are not flagged."""
-        assert not _shell_imports(_imports(source))
+    def test_accepts_what_core_may_import(self, source: str) -> None:
+        """Core, models, the leaf modules and the listed libraries pass."""
+        assert not _violations("core", _imports(source, f"{PACKAGE}.core"))
 
-    def test_resolves_relative_imports_in_subpackages(self) -> None:
-        """``from .. import writer`` inside ``energy_ledger.models`` is the shell's writer."""
-        names = _imports("from .. import writer", current=f"{PACKAGE}.models")
-        assert _shell_imports(names) == {f"{PACKAGE}.writer"}
+    def test_sees_a_new_shell_module(self) -> None:
+        """A module nobody has listed anywhere is refused by default."""
+        assert _violations("core", {f"{PACKAGE}.brand_new_shell"})
 
 
-class TestCoreIsPure:
-    """Core modules import no shell module and no I/O module."""
+class TestLayers:
+    """Every module of a layer keeps to that layer's allow-list."""
 
-    def test_core_and_shell_are_disjoint(self) -> None:
-        """No module is listed as both core and shell."""
-        assert not set(CORE) & SHELL
+    @pytest.mark.parametrize("layer", sorted(ALLOWED))
+    def test_layer_keeps_to_its_imports(self, layer: str) -> None:
+        """No module in the layer imports anything outside its allow-list."""
+        files = _layer_files(layer)
+        assert files, f"no modules found in {layer}/"
+        for module, path in files:
+            names = _imports(path.read_text(encoding="utf-8"), _package_of(module, path))
+            assert not _violations(layer, names), f"{path}: {sorted(_violations(layer, names))}"
 
-    @pytest.mark.parametrize("module", CORE)
-    def test_core_imports_no_shell_module(self, module: str) -> None:
-        """A core module imports nothing from writer, ledger, exporters, cli, layout, ..."""
-        files = _sources(module)
-        if not files:
-            pytest.skip(f"{PACKAGE}.{module} does not exist yet")
-        for path in files:
-            names = _imports(path.read_text(encoding="utf-8"), current=_current_package(path))
-            assert not _shell_imports(names), f"{path.name} imports {_shell_imports(names)}"
+    def test_only_gpu_nvml_imports_pynvml(self) -> None:
+        """pynvml enters in one module, which translates its errors (STYLE.md, zeus)."""
+        importers = sorted(
+            module
+            for module, path in _modules().items()
+            if any(n.split(".")[0] == "pynvml" for n in _imports(path.read_text(encoding="utf-8")))
+        )
+        assert importers == [f"{PACKAGE}.gpu.nvml"]
 
-    @pytest.mark.parametrize("module", CORE)
-    def test_core_imports_no_io_module(self, module: str) -> None:
-        """A core module imports none of os, pathlib, time, subprocess, ... ."""
-        files = _sources(module)
-        if not files:
-            pytest.skip(f"{PACKAGE}.{module} does not exist yet")
-        for path in files:
-            names = _imports(path.read_text(encoding="utf-8"), current=_current_package(path))
-            roots = {name.split(".")[0] for name in names}
-            assert not roots & IO_MODULES, f"{path.name} imports {sorted(roots & IO_MODULES)}"
+    def test_gpu_imports_no_other_layer_but_core_events(self) -> None:
+        """The GPU backends know nothing of the recorder, the store or the daemon."""
+        for module, path in _layer_files("gpu"):
+            names = _imports(path.read_text(encoding="utf-8"), _package_of(module, path))
+            ours = {n for n in names if n.startswith(PACKAGE + ".")}
+            allowed = (f"{PACKAGE}.gpu", f"{PACKAGE}.core.events", *LEAF_MODULES)
+            refused = sorted(n for n in ours if not _within(n, allowed))
+            assert not refused, f"{path}: {refused}"
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of the graph as a path that returns to its first node, or ``None``."""
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        if node in done:
+            return None
+        if node in visiting:
+            return [*visiting[visiting.index(node) :], node]
+        visiting.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if (cycle := visit(nxt)) is not None:
+                return cycle
+        visiting.pop()
+        done.add(node)
+        return None
+
+    for node in sorted(graph):
+        if (cycle := visit(node)) is not None:
+            return cycle
+    return None
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Imports between this package's modules, those inside functions too.
+
+    An edge from a module to a package that contains it is dropped: importing a submodule runs
+    its package's ``__init__`` first, which is not a dependency of the submodule's code.
+    """
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        names = _imports(path.read_text(encoding="utf-8"), _package_of(module, path))
+        graph[module] = {
+            n for n in names if n in modules and n != module and not module.startswith(n + ".")
+        }
+    return graph
+
+
+class TestNoCycles:
+    """No two modules import each other, directly or through others."""
+
+    def test_no_import_cycles(self) -> None:
+        """The import graph of the package is acyclic."""
+        graph = _import_graph()
+        assert sum(map(len, graph.values())) > 50, "the graph has too few edges to be real"
+        assert _find_cycle(graph) is None, " -> ".join(_find_cycle(graph) or [])
+
+    @pytest.mark.parametrize(
+        ("graph", "cyclic"),
+        [
+            ({"a": {"b"}, "b": {"a"}}, True),
+            ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, True),
+            ({"a": {"b", "c"}, "b": {"c"}, "c": set()}, False),
+            ({"a": set()}, False),
+        ],
+    )
+    def test_cycle_search(self, graph: dict[str, set[str]], cyclic: bool) -> None:
+        """The search finds direct and indirect cycles and none in a diamond."""
+        assert (_find_cycle(graph) is not None) is cyclic

@@ -13,7 +13,7 @@ import pytest
 
 from energy_ledger.cli import cli
 from energy_ledger.simulate import simulate
-from tests.test_watcher import child_env, read_status, wait_for
+from tests.daemon.test_watcher import child_env, read_status, wait_for
 
 
 def _start(root: Path, *args: str) -> subprocess.Popen[str]:

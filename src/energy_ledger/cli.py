@@ -231,7 +231,7 @@ def _daemon_lines(view: dict[str, Any]) -> list[str]:
 
 def _daemon_view(root: Path) -> dict[str, Any] | None:
     try:
-        watcher = importlib.import_module("energy_ledger.watcher")
+        watcher = importlib.import_module("energy_ledger.daemon.watcher")
     except ImportError:
         return None
     daemon_status = getattr(watcher, "daemon_status", None)
@@ -288,8 +288,8 @@ def watch(
     """Run the daemon: emit every experiment under ROOT once, as soon as it is complete."""
     import os
 
-    from energy_ledger.daemon_config import load_watch_config
-    from energy_ledger.watcher import run_watch
+    from energy_ledger.daemon.config import load_watch_config
+    from energy_ledger.daemon.watcher import run_watch
 
     overrides: dict[str, Any] = {
         "polling": polling,
@@ -348,7 +348,7 @@ def simulate(
         f"request(s) under {root} ({events} events)"
     )
     if truth is not None:
-        from energy_ledger.atomic import write_atomic
+        from energy_ledger.store.atomic import write_atomic
 
         data = [
             {

@@ -15,20 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from energy_ledger.aggregation import aggregate_results
-from energy_ledger.atomic import write_if_changed
-from energy_ledger.completeness import CompletenessReport
+from energy_ledger.core.aggregation import aggregate_results
+from energy_ledger.core.completeness import CompletenessReport
 from energy_ledger.exceptions import IncompleteExperimentError, LedgerError
-from energy_ledger.exporters import result_to_json_bytes, upsert_csv
-from energy_ledger.layout import ResultsLayout, layout_of_experiment_dir
-from energy_ledger.ledger import (
+from energy_ledger.models import ExperimentResult
+from energy_ledger.store.atomic import write_if_changed
+from energy_ledger.store.exporters import result_to_json_bytes, upsert_csv
+from energy_ledger.store.layout import ResultsLayout, layout_of_experiment_dir
+from energy_ledger.store.reader import (
     ExperimentScan,
     LogTail,
     list_experiments,
     newest_mtime,
     scan_experiment,
 )
-from energy_ledger.models import ExperimentResult
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from energy_ledger.writer import EventLogWriter
+from energy_ledger.store.writer import EventLogWriter
 
 T0 = 1_767_225_600.0
 """2026-01-01T00:00:00Z: simulated runs start here (plus one hour per experiment)."""

@@ -1,0 +1,388 @@
+"""Late aggregation: many ``ProcessSummary`` values into one ``ExperimentResult`` (pure).
+
+Raw samples are concatenated across processes and statistics computed once. The definitions
+(documented in docs/metrics.md, where each choice is argued):
+
+- ``total_tokens`` = sum over processes of input + output tokens.
+- ``total_inference_time_sec`` = wall-clock span: latest window end minus earliest window start.
+- ``avg_tokens_per_second`` = ``total_tokens / total_inference_time_sec``.
+- Energy is counted once per physical GPU (``ProcessSummary.gpu_key``). For a GPU whose processes
+  all have counter readings: ``(max end counter - min start counter) / 1000``; otherwise the
+  largest per-process figure. ``total_energy_j`` is the sum over GPUs.
+- ``avg_energy_per_token_j`` = ``total_energy_j / output_tokens`` (``total_tokens`` if none).
+- Baseline: per GPU, the mean baseline power of its processes; adjusted energy per GPU is
+  ``max(0, energy_j - baseline_power_w * gpu_span_sec)``; ``energy_adjusted_j`` is their sum and
+  top-level ``baseline_power_w`` the sum of per-GPU baselines (idle power of all GPUs used).
+- Percentiles: linear interpolation over the concatenated lists (``stats``).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from energy_ledger._version import __version__
+from energy_ledger.core.events import FORMAT_VERSION
+from energy_ledger.core.process import ProcessSummary, summary_from_raw, utc
+from energy_ledger.core.stats import Summary, mean, summarize
+from energy_ledger.exceptions import LedgerError
+from energy_ledger.models import (
+    AggregationMetadata,
+    EnergyBreakdown,
+    EnvironmentSnapshot,
+    ExperimentResult,
+    ExtendedEfficiencyMetrics,
+    GPUUtilisationMetrics,
+    LatencyStatistics,
+    MemoryEfficiencyMetrics,
+    MultiGPUMetrics,
+    RawProcessResult,
+    RequestLatencyMetrics,
+    ThermalThrottleInfo,
+)
+
+SHORT_MEASUREMENT_SEC = 10.0
+"""Spans shorter than this get the short-measurement warning."""
+
+REPRODUCIBILITY_NOTES = (
+    "Energy from the NVML total-energy counter read at the edges of each process's measured "
+    "window and counted once per physical GPU (power samples integrated where no counter was "
+    "available). Aggregated late by energy-ledger from append-only event logs: replaying the "
+    "same logs reproduces this file byte for byte."
+)
+
+Methodology = Literal["total", "steady_state", "windowed"]
+
+
+@dataclass(frozen=True, slots=True)
+class GpuEnergy:
+    """Energy attributed to one physical GPU."""
+
+    key: str
+    uuid: str | None
+    hostname: str | None
+    process_indices: tuple[int, ...]
+    energy_j: float
+    source: str
+    span_sec: float
+    baseline_power_w: float | None
+    adjusted_j: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for ``aggregation.gpus``."""
+        return {
+            "key": self.key,
+            "uuid": self.uuid,
+            "hostname": self.hostname,
+            "process_indices": list(self.process_indices),
+            "energy_j": self.energy_j,
+            "energy_source": self.source,
+            "span_sec": self.span_sec,
+            "baseline_power_w": self.baseline_power_w,
+            "adjusted_j": self.adjusted_j,
+        }
+
+
+def _gpu_energy(key: str, members: list[ProcessSummary], warnings: list[str]) -> GpuEnergy:
+    indices = tuple(m.process_index for m in members)
+    windows = [m for m in members if m.has_window]
+    span = (
+        max(cast(float, m.window_end_t) for m in windows)
+        - min(cast(float, m.window_start_t) for m in windows)
+        if windows
+        else 0.0
+    )
+    if all(m.energy_source == "counter" for m in members):
+        start = min(cast(float, m.counter_start_mj) for m in members)
+        end = max(cast(float, m.counter_end_mj) for m in members)
+        energy_j, source = (end - start) / 1000.0, "counter"
+    else:
+        energy_j = max(m.energy_j for m in members)
+        sources = sorted({m.energy_source for m in members})
+        source = sources[0] if len(sources) == 1 else "mixed"
+    if len(members) > 1:
+        warnings.append(
+            f"Duplicate GPU IDs: processes {list(indices)} share GPU {key}; "
+            "its energy is counted once"
+        )
+    baselines = [m.baseline_power_w for m in members if m.baseline_power_w is not None]
+    baseline_w = math.fsum(baselines) / len(baselines) if baselines else None
+    adjusted = max(0.0, energy_j - baseline_w * span) if baseline_w is not None else None
+    first = members[0]
+    return GpuEnergy(
+        key=key,
+        uuid=first.gpu_uuid,
+        hostname=first.hostname,
+        process_indices=indices,
+        energy_j=energy_j,
+        source=source,
+        span_sec=span,
+        baseline_power_w=baseline_w,
+        adjusted_j=adjusted,
+    )
+
+
+def _merge_throttle(processes: Sequence[ProcessSummary]) -> ThermalThrottleInfo | None:
+    infos = [p.raw.thermal_throttle for p in processes if p.raw.thermal_throttle is not None]
+    if not infos:
+        return None
+    temps = [i.max_temperature_c for i in infos if i.max_temperature_c is not None]
+    return ThermalThrottleInfo(
+        detected=any(i.detected for i in infos),
+        thermal=any(i.thermal for i in infos),
+        power=any(i.power for i in infos),
+        sw_thermal=any(i.sw_thermal for i in infos),
+        hw_thermal=any(i.hw_thermal for i in infos),
+        hw_power=any(i.hw_power for i in infos),
+        throttle_duration_sec=max(i.throttle_duration_sec for i in infos),
+        max_temperature_c=max(temps) if temps else None,
+        throttle_timestamps=sorted(t for i in infos for t in i.throttle_timestamps),
+    )
+
+
+def _latency_stats(t: Summary | None, i: Summary | None) -> LatencyStatistics | None:
+    if t is None:
+        return None
+    return LatencyStatistics(
+        ttft_mean_ms=t.mean,
+        ttft_median_ms=t.median,
+        ttft_p95_ms=t.p95,
+        ttft_p99_ms=t.p99,
+        ttft_min_ms=t.min,
+        ttft_max_ms=t.max,
+        ttft_samples=t.count,
+        itl_mean_ms=i.mean if i else None,
+        itl_median_ms=i.median if i else None,
+        itl_p95_ms=i.p95 if i else None,
+        itl_p99_ms=i.p99 if i else None,
+        itl_samples=i.count if i else 0,
+        itl_full_mean_ms=i.mean if i else None,
+        itl_full_p99_ms=i.p99 if i else None,
+    )
+
+
+def _environment(
+    processes: Sequence[ProcessSummary], warnings: list[str]
+) -> EnvironmentSnapshot | None:
+    for p in processes:
+        if p.environment:
+            try:
+                return EnvironmentSnapshot.model_validate(p.environment)
+            except ValueError as exc:  # pydantic.ValidationError is a ValueError
+                warnings.append(
+                    f"process {p.process_index} environment snapshot is unreadable "
+                    f"({str(exc).splitlines()[0]}); left out"
+                )
+                return None
+    return None
+
+
+def _concat(arrays: Iterable[array[float]]) -> array[float]:
+    out: array[float] = array("d")
+    for values in arrays:
+        out.extend(values)
+    return out
+
+
+def _dedup(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def aggregate_results(
+    raw_results: Sequence[ProcessSummary | RawProcessResult],
+    experiment_id: str,
+    measurement_config_hash: str | None = None,
+    measurement_methodology: Methodology = "total",
+    *,
+    partial: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> ExperimentResult:
+    """Combine per-process results into one ``ExperimentResult`` (late aggregation).
+
+    Args:
+        raw_results: replayed processes (``ProcessSummary``) or plain ``RawProcessResult`` values
+            (LLenergyMeasure's files; their GPU identity is then only ``gpu_id``).
+        experiment_id: the experiment's id.
+        measurement_config_hash: defaults to the first process's hash (or "").
+        measurement_methodology: ``total``, ``steady_state`` or ``windowed``.
+        partial: mark the result as partial (``recover``).
+        extra: more facts for ``aggregation`` (completeness report, coverage).
+
+    Raises:
+        LedgerError: there is no process to aggregate.
+    """
+    if not raw_results:
+        raise LedgerError(f"{experiment_id}: no process results to aggregate")
+    processes = sorted(
+        (r if isinstance(r, ProcessSummary) else summary_from_raw(r) for r in raw_results),
+        key=lambda p: p.process_index,
+    )
+    agg_warnings: list[str] = []
+    measurement_warnings: list[str] = []
+    for p in processes:
+        measurement_warnings.extend(f"process {p.process_index}: {w}" for w in p.warnings)
+
+    groups: dict[str, list[ProcessSummary]] = {}
+    for p in processes:
+        groups.setdefault(p.gpu_key, []).append(p)
+    gpus = [_gpu_energy(key, members, agg_warnings) for key, members in groups.items()]
+    total_energy_j = math.fsum(g.energy_j for g in gpus)
+
+    windows = [p for p in processes if p.has_window]
+    if windows:
+        starts = [cast(float, p.window_start_t) for p in windows]
+        ends = [cast(float, p.window_end_t) for p in windows]
+        start_t, end_t = min(starts), max(ends)
+        overlap = max(starts) < min(ends)
+    else:
+        start_t = min((p.raw.timestamps.start.timestamp() for p in processes), default=0.0)
+        end_t = max((p.raw.timestamps.end.timestamp() for p in processes), default=start_t)
+        overlap = False
+        agg_warnings.append("no process has a complete measured window")
+    span_sec = end_t - start_t
+    if windows and not overlap and len(windows) > 1:
+        agg_warnings.append("Processes did not overlap in time: the wall-clock span includes gaps")
+    if span_sec < SHORT_MEASUREMENT_SEC:
+        measurement_warnings.append(
+            f"short_measurement_duration: measured span {span_sec:.3f} s is under "
+            f"{SHORT_MEASUREMENT_SEC:.0f} s; energy figures carry more error"
+        )
+    backends = sorted({p.backend for p in processes})
+    if len(backends) > 1:
+        agg_warnings.append(f"Mixed backends in one experiment: {', '.join(backends)}")
+    if any(p.gpu_is_mig for p in processes):
+        agg_warnings.append(
+            "MIG instances detected: each energy figure reflects the whole parent GPU"
+        )
+    if len({p.run_id for p in processes}) > 1:
+        agg_warnings.append("processes belong to different runs")
+
+    input_tokens = sum(p.input_tokens for p in processes)
+    output_tokens = sum(p.output_tokens for p in processes)
+    total_tokens = input_tokens + output_tokens
+    per_token_div = output_tokens or total_tokens
+    total_flops = math.fsum(p.flops_total for p in processes)
+
+    have_baseline = all(g.baseline_power_w is not None for g in gpus)
+    adjusted_j = math.fsum(cast(float, g.adjusted_j) for g in gpus) if have_baseline else None
+    baseline_w = math.fsum(cast(float, g.baseline_power_w) for g in gpus) if have_baseline else None
+    if not have_baseline and any(g.baseline_power_w is not None for g in gpus):
+        agg_warnings.append("some GPUs have no baseline: energy_adjusted_j is left out")
+    methods = sorted({p.baseline_method for p in processes if p.baseline_method})
+    measured_at = sorted(p.baseline_measured_at for p in processes if p.baseline_measured_at)
+    first_raw_breakdown = next(
+        (
+            p.raw.energy_breakdown
+            for p in processes
+            if p.raw.energy_breakdown and p.raw.energy_breakdown.baseline_timestamp
+        ),
+        None,
+    )
+    baseline_ts = first_raw_breakdown.baseline_timestamp if first_raw_breakdown else None
+    breakdown = EnergyBreakdown(
+        raw_j=total_energy_j,
+        adjusted_j=adjusted_j,
+        baseline_power_w=baseline_w,
+        baseline_method=(methods[0] if len(methods) == 1 else "mixed") if methods else None,
+        baseline_timestamp=baseline_ts if measured_at else None,
+        baseline_cache_age_sec=(
+            start_t - baseline_ts.timestamp()
+            if baseline_ts is not None and baseline_ts.tzinfo is not None
+            else None
+        ),
+    )
+
+    # One concatenation per list, in process-index order (these lists hold every request).
+    ttft = summarize(_concat(p.ttft_ms for p in processes))
+    itl = summarize(_concat(p.itl_ms for p in processes))
+    e2e = summarize(_concat(p.latencies_ms for p in processes))
+    sm = _concat(p.sm_util_pct for p in processes)
+    environment = _environment(processes, agg_warnings)
+    peaks = [p.peak_memory_mb for p in processes if p.peak_memory_mb is not None]
+    model_mem = max((p.raw.compute_metrics.model_memory_mb for p in processes), default=0.0)
+    peak_mem = max(peaks) if peaks else 0.0
+    vram = environment.hardware.gpu.vram_total_mb if environment else 0.0
+    extended = ExtendedEfficiencyMetrics(
+        tpot_ms=itl.mean if itl else None,
+        memory=MemoryEfficiencyMetrics(
+            total_vram_mb=vram,
+            model_memory_mb=model_mem,
+            peak_memory_mb=peak_mem,
+            inference_memory_mb=max(0.0, peak_mem - model_mem),
+        ),
+        gpu_utilisation=GPUUtilisationMetrics(
+            sm_utilisation_mean=mean(sm) if len(sm) else None,
+            sm_utilisation_samples=len(sm),
+        ),
+        request_latency=RequestLatencyMetrics(
+            e2e_latency_mean_ms=e2e.mean if e2e else None,
+            e2e_latency_median_ms=e2e.median if e2e else None,
+            e2e_latency_p95_ms=e2e.p95 if e2e else None,
+            e2e_latency_p99_ms=e2e.p99 if e2e else None,
+            e2e_latency_samples=e2e.count if e2e else 0,
+        ),
+    )
+    multi = (
+        MultiGPUMetrics(
+            num_gpus=len(gpus),
+            energy_per_gpu_j=[g.energy_j for g in gpus],
+            energy_total_j=total_energy_j,
+            energy_per_output_token_j=total_energy_j / per_token_div if per_token_div else 0.0,
+        )
+        if len(gpus) > 1
+        else None
+    )
+    run_ids = sorted({p.run_id for p in processes if p.run_id})
+    aggregation = AggregationMetadata(
+        method="late_concatenation_energy_per_physical_gpu",
+        num_processes=len(processes),
+        temporal_overlap_verified=overlap,
+        gpu_attribution_verified=all(p.gpu_uuid for p in processes),
+        warnings=_dedup(agg_warnings),
+        tool="energy-ledger",
+        tool_version=__version__,
+        ledger_format=FORMAT_VERSION,
+        run_id=run_ids[0] if len(run_ids) == 1 else run_ids,
+        partial=partial,
+        gpus=[g.to_dict() for g in gpus],
+        **(extra or {}),
+    )
+    first = processes[0]
+    warmup = next((p.raw.warmup_result for p in processes if p.raw.warmup_result), None)
+    config_hash = measurement_config_hash or first.measurement_config_hash or ""
+    return ExperimentResult(
+        experiment_id=experiment_id,
+        measurement_config_hash=config_hash,
+        backend=first.backend,
+        backend_version=first.raw.backend_version,
+        measurement_methodology=measurement_methodology,
+        total_tokens=total_tokens,
+        total_energy_j=total_energy_j,
+        total_inference_time_sec=span_sec,
+        avg_tokens_per_second=total_tokens / span_sec if span_sec > 0 else 0.0,
+        avg_energy_per_token_j=total_energy_j / per_token_div if per_token_div else 0.0,
+        total_flops=total_flops,
+        flops_per_output_token=total_flops / output_tokens if output_tokens else None,
+        flops_per_input_token=total_flops / input_tokens if input_tokens else None,
+        flops_per_second=total_flops / span_sec if span_sec > 0 else None,
+        baseline_power_w=baseline_w,
+        energy_adjusted_j=adjusted_j,
+        energy_per_device_j=[g.energy_j for g in gpus],
+        energy_breakdown=breakdown,
+        multi_gpu=multi,
+        environment_snapshot=environment,
+        measurement_warnings=_dedup(measurement_warnings + agg_warnings),
+        reproducibility_notes=REPRODUCIBILITY_NOTES,
+        start_time=utc(start_t),
+        end_time=utc(end_t),
+        effective_config=first.effective_config,
+        process_results=[p.raw for p in processes],
+        aggregation=aggregation,
+        thermal_throttle=_merge_throttle(processes),
+        warmup_result=warmup,
+        latency_stats=_latency_stats(ttft, itl),
+        extended_metrics=extended,
+    )

@@ -1,0 +1,265 @@
+"""Completeness: is every process of an experiment done, and can its logs be trusted? (pure)
+
+The check takes the evidence gathered for each process log (its summary, how many bytes were
+complete, their SHA-256, the marker) and returns a ``CompletenessReport`` that says in words why
+an experiment is not complete. Checks, in order:
+
+1. count: as many processes as the expected world size;
+2. contiguity: indices are exactly ``0..N-1`` (none missing, none ``>= N``);
+3. no duplicates: no two logs claim the same index;
+4. a valid marker for every index: the log holds at least ``log_bytes`` complete bytes, their
+   SHA-256 equals ``log_sha256``, the event at ``final_seq`` is the last complete one and it is
+   ``process_finished``; a marker whose bytes have not all arrived yet is *pending*, not invalid;
+5. agreement: every process names the same ``run_id``, ``world_size`` and ``experiment_id``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from energy_ledger.core.marker import Marker
+from energy_ledger.core.process import ProcessFacts, ProcessSummary
+
+State = Literal["complete", "pending", "failed", "invalid"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessEvidence:
+    """What was found on disk for one process.
+
+    Attributes:
+        index: the process index in the file name.
+        summary: what the replayed log says about the process (``ProcessFacts``, or a whole
+            ``ProcessSummary``); ``None`` when the log could not be replayed.
+        log_error: why the log could not be replayed (corrupt line, bad version, ...).
+        complete_bytes: bytes of complete lines in the log.
+        torn_bytes: bytes after them without a final newline.
+        sha256: hex SHA-256 of the complete bytes.
+        last_seq: ``seq`` of the last complete event (-1 when none).
+        marker: the parsed marker, when there is one and it parses.
+        marker_error: why the marker file could not be used.
+        legacy: LLenergyMeasure's older layout (a ``.completed_<i>`` file is the marker).
+        legacy_marker: whether that older marker exists.
+    """
+
+    index: int
+    summary: ProcessFacts | ProcessSummary | None = None
+    log_error: str | None = None
+    complete_bytes: int = 0
+    torn_bytes: int = 0
+    sha256: str | None = None
+    last_seq: int = -1
+    marker: Marker | None = None
+    marker_error: str | None = None
+    legacy: bool = False
+    legacy_marker: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CompletenessReport:
+    """The verdict on one experiment, with every reason it is not complete."""
+
+    experiment_id: str
+    expected_processes: int | None
+    found_processes: int
+    found_indices: tuple[int, ...]
+    missing_indices: tuple[int, ...]
+    duplicate_indices: tuple[int, ...]
+    out_of_range_indices: tuple[int, ...]
+    missing_markers: tuple[int, ...]
+    invalid_markers: tuple[int, ...]
+    pending_markers: tuple[int, ...]
+    failed_indices: tuple[int, ...]
+    run_ids: tuple[str, ...]
+    reasons: tuple[str, ...] = field(default=())
+
+    @property
+    def is_complete(self) -> bool:
+        """True when every check passed."""
+        return not self.reasons
+
+    @property
+    def state(self) -> State:
+        """``complete``; ``pending`` (may still complete); ``failed``; or ``invalid``."""
+        if self.is_complete:
+            return "complete"
+        if self.failed_indices:
+            return "failed"
+        if (
+            self.invalid_markers
+            or self.duplicate_indices
+            or self.out_of_range_indices
+            or len(self.run_ids) > 1
+            or any(r.startswith("invalid:") for r in self.reasons)
+        ):
+            return "invalid"
+        return "pending"
+
+    @property
+    def error_message(self) -> str | None:
+        """All reasons in one line, or ``None`` when complete."""
+        return "; ".join(self.reasons) if self.reasons else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (embedded in partial results)."""
+        return {
+            "experiment_id": self.experiment_id,
+            "is_complete": self.is_complete,
+            "state": self.state,
+            "expected_processes": self.expected_processes,
+            "found_processes": self.found_processes,
+            "found_indices": list(self.found_indices),
+            "missing_indices": list(self.missing_indices),
+            "duplicate_indices": list(self.duplicate_indices),
+            "out_of_range_indices": list(self.out_of_range_indices),
+            "missing_markers": list(self.missing_markers),
+            "invalid_markers": list(self.invalid_markers),
+            "pending_markers": list(self.pending_markers),
+            "failed_indices": list(self.failed_indices),
+            "run_ids": list(self.run_ids),
+            "reasons": list(self.reasons),
+        }
+
+
+def _marker_verdict(ev: ProcessEvidence, run_id: str | None) -> tuple[str, str] | None:
+    """``None`` when the marker is valid, else (``missing``|``pending``|``invalid``, reason)."""
+    i = ev.index
+    if ev.legacy:
+        if ev.legacy_marker:
+            return None
+        return "missing", f"process {i} has no completion marker (.completed_{i})"
+    if ev.marker_error is not None:
+        return "invalid", f"invalid: process {i} marker is unusable: {ev.marker_error}"
+    marker = ev.marker
+    if marker is None:
+        return "missing", f"process {i} has no completion marker (process_{i}.done)"
+    if marker.process_index != i:
+        return "invalid", (f"invalid: process {i} marker names process {marker.process_index}")
+    if run_id is not None and marker.run_id != run_id:
+        return "invalid", (
+            f"invalid: process {i} marker is stale: it belongs to run {marker.run_id!r}, "
+            f"the log to run {run_id!r}"
+        )
+    if ev.complete_bytes < marker.log_bytes:
+        have = ev.complete_bytes + ev.torn_bytes
+        return "pending", (
+            f"process {i} marker promises {marker.log_bytes} log bytes, "
+            f"{have} arrived so far (not yet)"
+        )
+    if ev.complete_bytes > marker.log_bytes:
+        return "invalid", (
+            f"invalid: process {i} log has {ev.complete_bytes} bytes, more than the "
+            f"{marker.log_bytes} its marker covers (events after the marker)"
+        )
+    if ev.sha256 != marker.log_sha256:
+        return "invalid", f"invalid: process {i} log does not match its marker's SHA-256"
+    if ev.last_seq != marker.final_seq:
+        return "invalid", (
+            f"invalid: process {i} marker says the last seq is {marker.final_seq}, "
+            f"the log ends at {ev.last_seq}"
+        )
+    if ev.summary is not None and not ev.summary.finished:
+        return "invalid", f"invalid: process {i} has a marker but no process_finished event"
+    return None
+
+
+def check_completeness(
+    experiment_id: str,
+    evidence: Sequence[ProcessEvidence],
+    expected_processes: int | None = None,
+) -> CompletenessReport:
+    """Check an experiment's processes; ``expected_processes`` defaults to their world size."""
+    reasons: list[str] = []
+    summaries = [ev.summary for ev in evidence if ev.summary is not None]
+    for ev in evidence:
+        if ev.log_error is not None:
+            reasons.append(f"invalid: process {ev.index} log cannot be replayed: {ev.log_error}")
+        elif ev.summary is not None and ev.summary.run_id is None and not ev.legacy:
+            reasons.append(f"process {ev.index} log has no process_started event yet")
+    run_ids = tuple(sorted({s.run_id for s in summaries if s.run_id is not None}))
+    if len(run_ids) > 1:
+        reasons.append(f"processes disagree on run_id: {', '.join(run_ids)} (stale logs?)")
+    world_sizes = sorted({s.world_size for s in summaries if s.world_size is not None})
+    if len(world_sizes) > 1:
+        reasons.append(f"invalid: processes disagree on world_size: {world_sizes}")
+    names = sorted({s.experiment_id for s in summaries if s.experiment_id})
+    wrong = [n for n in names if n != experiment_id]
+    if wrong:
+        reasons.append(
+            f"invalid: logs name experiment {', '.join(map(repr, wrong))}, not {experiment_id!r}"
+        )
+    expected = expected_processes
+    if expected is None and len(world_sizes) == 1:
+        expected = world_sizes[0]
+    # Index claimed by each log: the file's, checked against what its events say.
+    claimed: list[int] = []
+    for ev in evidence:
+        claimed.append(ev.index)
+        if ev.summary is not None and ev.summary.process_index != ev.index and not ev.legacy:
+            reasons.append(
+                f"invalid: process_{ev.index} log says it is process {ev.summary.process_index}"
+            )
+            claimed.append(ev.summary.process_index)
+    counts = Counter(claimed)
+    duplicates = tuple(sorted(i for i, n in counts.items() if n > 1))
+    if duplicates:
+        reasons.append(f"duplicate process indices: {list(duplicates)}")
+    found = tuple(sorted(counts))
+    missing: tuple[int, ...] = ()
+    out_of_range: tuple[int, ...] = ()
+    if expected is None:
+        if not evidence:
+            reasons.append("no process logs found")
+        else:
+            reasons.append("world size unknown: no process has written process_started")
+    else:
+        missing = tuple(i for i in range(expected) if i not in counts)
+        out_of_range = tuple(i for i in found if i >= expected)
+        if len(found) != expected or missing:
+            reasons.append(
+                f"expected {expected} processes, found {len(found)}"
+                + (f" (missing {list(missing)})" if missing else "")
+            )
+        if out_of_range:
+            reasons.append(
+                f"invalid: process indices {list(out_of_range)} are >= world size {expected}"
+            )
+    failed = tuple(
+        sorted(ev.index for ev in evidence if ev.summary and ev.summary.failed_error is not None)
+    )
+    for ev in evidence:
+        if ev.summary is not None and ev.summary.failed_error is not None:
+            reasons.append(f"process {ev.index} failed: {ev.summary.failed_error}")
+    missing_markers: list[int] = []
+    invalid_markers: list[int] = []
+    pending_markers: list[int] = []
+    for ev in evidence:
+        if ev.log_error is not None or ev.index in failed:
+            continue
+        run_id = ev.summary.run_id if ev.summary else None
+        verdict = _marker_verdict(ev, run_id)
+        if verdict is None:
+            continue
+        kind, reason = verdict
+        {"missing": missing_markers, "pending": pending_markers, "invalid": invalid_markers}[
+            kind
+        ].append(ev.index)
+        reasons.append(reason)
+    return CompletenessReport(
+        experiment_id=experiment_id,
+        expected_processes=expected,
+        found_processes=len(evidence),
+        found_indices=found,
+        missing_indices=missing,
+        duplicate_indices=duplicates,
+        out_of_range_indices=out_of_range,
+        missing_markers=tuple(missing_markers),
+        invalid_markers=tuple(invalid_markers),
+        pending_markers=tuple(pending_markers),
+        failed_indices=failed,
+        run_ids=run_ids,
+        reasons=tuple(reasons),
+    )

@@ -1,0 +1,418 @@
+"""From folded ``ProcessState`` to ``ProcessSummary``: one process's figures, ready to aggregate.
+
+A ``ProcessSummary`` holds the schema-2.0 ``RawProcessResult`` plus the ledger facts that the
+result schema has no place for but late aggregation needs: the GPU's UUID and host (to count a
+shared GPU once), the raw energy-counter readings, the raw TTFT and inter-token latency lists,
+the run id and world size (for the completeness check). Pure: no I/O.
+
+Per-process formulas (also in docs/metrics.md):
+    inference_time_sec   = window_ended.t - window_started.t
+    energy_j             = (window_ended.energy_mj - window_started.energy_mj) / 1000 when both
+                           counter readings exist and the counter did not go backwards, else the
+                           trapezoid integral of sample.power_w over the samples in the window
+    tokens_per_second    = (input_tokens + output_tokens) / inference_time_sec
+    latency_per_token_ms = 1000 * inference_time_sec / output_tokens
+    gpu_power_w          = energy_j / inference_time_sec
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from energy_ledger.core.state import (
+    THROTTLE_ANY,
+    THROTTLE_HW_POWER_BRAKE,
+    THROTTLE_HW_THERMAL,
+    THROTTLE_SW_POWER_CAP,
+    THROTTLE_SW_THERMAL,
+    ProcessState,
+)
+from energy_ledger.core.stats import mean
+from energy_ledger.models import (
+    ComputeMetrics,
+    EnergyBreakdown,
+    EnergyMetrics,
+    InferenceMetrics,
+    RawProcessResult,
+    ThermalThrottleInfo,
+    Timestamps,
+    WarmupResult,
+)
+
+EnergySource = Literal["counter", "power_integral", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessFacts:
+    """What the completeness check needs to know about a process: cheap to get at any time.
+
+    ``ProcessSummary`` has the same attributes, so either can stand as a process's evidence.
+    """
+
+    process_index: int
+    run_id: str | None
+    world_size: int | None
+    experiment_id: str | None
+    finished: bool
+    failed_error: str | None
+
+
+def facts_of(state: ProcessState, process_index: int) -> ProcessFacts:
+    """The completeness facts of a folded state (``process_index`` when the log has no start)."""
+    started = state.started
+    return ProcessFacts(
+        process_index=started.process_index if started is not None else process_index,
+        run_id=started.run_id if started is not None else None,
+        world_size=started.world_size if started is not None else None,
+        experiment_id=started.experiment_id if started is not None else None,
+        finished=state.finished,
+        failed_error=state.failed_error,
+    )
+
+
+def utc(t: float) -> datetime:
+    """A Unix time in seconds as a timezone-aware UTC datetime."""
+    return datetime.fromtimestamp(t, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSummary:
+    """One process, summarised for aggregation.
+
+    Attributes:
+        raw: the schema-2.0 per-process result.
+        process_index: rank (from the log; from the file name when the log has no start).
+        run_id, world_size, experiment_id: what the process said about its run.
+        gpu_key: identity of the physical GPU: ``hostname/uuid`` (``hostname/gpu<id>`` without a
+            UUID); processes with the same key share one energy counter.
+        window_start_t, window_end_t: the measured window (Unix seconds).
+        energy_j, energy_source: the process's own energy figure and where it came from.
+        counter_start_mj, counter_end_mj: raw counter readings at the window edges.
+        baseline_power_w, baseline_method, baseline_measured_at: idle power, when measured.
+        latencies_ms, ttft_ms, itl_ms: raw latency lists for late aggregation.
+        finished, failed_error: how the process ended (as far as the log says).
+        warnings: warnings from the log and from the summary.
+    """
+
+    raw: RawProcessResult
+    process_index: int
+    run_id: str | None
+    world_size: int | None
+    experiment_id: str | None
+    gpu_key: str
+    gpu_uuid: str | None
+    hostname: str | None
+    window_start_t: float | None
+    window_end_t: float | None
+    energy_j: float
+    energy_source: EnergySource
+    counter_start_mj: float | None
+    counter_end_mj: float | None
+    baseline_power_w: float | None
+    baseline_method: str | None
+    baseline_measured_at: str | None
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    latencies_ms: array[float] = field(repr=False)
+    ttft_ms: array[float] = field(repr=False)
+    itl_ms: array[float] = field(repr=False)
+    sm_util_pct: array[float] = field(repr=False)
+    finished: bool
+    failed_error: str | None
+    warnings: tuple[str, ...]
+    backend: str
+    measurement_config_hash: str | None
+    measurement_methodology: str
+    environment: dict[str, Any] | None
+    effective_config: dict[str, Any]
+    gpu_is_mig: bool
+    max_temperature_c: float | None
+    peak_memory_mb: float | None
+    flops_total: float
+
+    @property
+    def has_window(self) -> bool:
+        """True when both window edges were logged."""
+        return self.window_start_t is not None and self.window_end_t is not None
+
+    @property
+    def inference_time_sec(self) -> float:
+        """Length of the measured window (0 when it is not closed)."""
+        if self.window_start_t is None or self.window_end_t is None:
+            return 0.0
+        return self.window_end_t - self.window_start_t
+
+
+def _parse_iso(text: str | None) -> datetime | None:
+    """An ISO 8601 time as a datetime, or ``None`` when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _energy(state: ProcessState) -> tuple[float, EnergySource, list[str]]:
+    warnings: list[str] = []
+    start, end = state.window_start_energy_mj, state.window_end_energy_mj
+    if end is None and state.window_end_t is None:
+        end = state.sample_energy_mj  # an unclosed window: the last sampled counter
+    if start is not None and end is not None:
+        if end >= start and not state.counter_reset:
+            return (end - start) / 1000.0, "counter", warnings
+        warnings.append(
+            "energy counter reset during the window: energy integrated from power samples"
+        )
+    elif state.window_start_t is not None:
+        warnings.append(
+            "no energy counter readings at the window edges: energy integrated from power samples"
+        )
+    if state.power_samples >= 2:
+        return state.power_integral_j, "power_integral", warnings
+    if state.window_start_t is not None:
+        warnings.append("no energy figure: neither counter readings nor two power samples")
+    return 0.0, "none", warnings
+
+
+def _throttle(state: ProcessState) -> ThermalThrottleInfo:
+    bits = state.throttle_bits
+    sw_thermal = bool(bits & THROTTLE_SW_THERMAL)
+    hw_thermal = bool(bits & THROTTLE_HW_THERMAL)
+    return ThermalThrottleInfo(
+        detected=bool(bits & THROTTLE_ANY),
+        thermal=sw_thermal or hw_thermal,
+        power=bool(bits & THROTTLE_SW_POWER_CAP),
+        sw_thermal=sw_thermal,
+        hw_thermal=hw_thermal,
+        hw_power=bool(bits & THROTTLE_HW_POWER_BRAKE),
+        throttle_duration_sec=state.throttle_duration_sec,
+        max_temperature_c=state.max_temperature_c,
+        throttle_timestamps=list(state.throttle_timestamps),
+    )
+
+
+def summarize_process(state: ProcessState, process_index: int | None = None) -> ProcessSummary:
+    """Summarise a folded state. ``process_index`` is used when the log has no start event."""
+    started = state.started
+    facts = facts_of(state, process_index or 0)
+    index = facts.process_index
+    energy_j, source, warnings = _energy(state)
+    warnings = [*state.warnings, *warnings]
+    if started is not None and started.gpu_is_mig:
+        warnings.append(
+            "MIG instance: the energy counter reflects the whole parent GPU, not this instance"
+        )
+    start_t = state.window_start_t
+    end_t = state.window_end_t
+    if start_t is not None and end_t is None and state.prev_sample_t is not None:
+        # A window that was never closed (the process died): it covers up to the last sample.
+        end_t = state.prev_sample_t
+        warnings.append(
+            f"measured window was never closed: counted up to the last sample at t={end_t:.3f}"
+        )
+    if start_t is None or end_t is None:
+        lo = start_t if start_t is not None else (state.first_t or 0.0)
+        hi = end_t if end_t is not None else (state.last_t or lo)
+    else:
+        lo, hi = start_t, end_t
+    duration_sec = max(0.0, hi - lo) if start_t is not None and end_t is not None else 0.0
+    total_tokens = state.input_tokens + state.output_tokens
+    compute = state.compute
+    flops_total = compute.flops_total if compute is not None else 0.0
+    per_token_div = state.output_tokens or total_tokens
+    baseline = state.baseline
+    adjusted = (
+        max(0.0, energy_j - baseline.power_w * duration_sec) if baseline is not None else None
+    )
+    peak_memory = (
+        compute.peak_memory_mb
+        if compute is not None and compute.peak_memory_mb is not None
+        else state.max_memory_used_mb
+    )
+    warmup = state.warmup
+    raw = RawProcessResult(
+        experiment_id=started.experiment_id if started else "",
+        backend=started.backend if started else "pytorch",
+        backend_version=started.backend_version if started else None,
+        process_index=index,
+        gpu_id=started.gpu_id if started else 0,
+        gpu_name=(started.gpu_name or "") if started else "",
+        gpu_is_mig=started.gpu_is_mig if started else False,
+        gpu_mig_profile=started.gpu_mig_profile if started else None,
+        energy_measurement_warning="; ".join(warnings) if warnings else None,
+        config_name=(started.config_name or "") if started else "",
+        model_name=(started.model_name or "") if started else "",
+        timestamps=Timestamps(start=utc(lo), end=utc(hi), duration_sec=duration_sec),
+        inference_metrics=InferenceMetrics(
+            total_tokens=total_tokens,
+            input_tokens=state.input_tokens,
+            output_tokens=state.output_tokens,
+            inference_time_sec=duration_sec,
+            tokens_per_second=total_tokens / duration_sec if duration_sec > 0 else 0.0,
+            latency_per_token_ms=(
+                1000.0 * duration_sec / state.output_tokens if state.output_tokens else 0.0
+            ),
+            time_to_first_token_ms=mean(state.ttft_ms) if state.ttft_ms else None,
+        ),
+        energy_metrics=EnergyMetrics(
+            total_energy_j=energy_j,
+            gpu_energy_j=energy_j,
+            gpu_power_w=energy_j / duration_sec if duration_sec > 0 else 0.0,
+            duration_sec=duration_sec,
+            energy_per_token_j=energy_j / per_token_div if per_token_div else 0.0,
+        ),
+        compute_metrics=ComputeMetrics(
+            flops_total=flops_total,
+            flops_per_token=flops_total / per_token_div if per_token_div else 0.0,
+            flops_per_second=flops_total / duration_sec if duration_sec > 0 else 0.0,
+            peak_memory_mb=peak_memory or 0.0,
+            model_memory_mb=(compute.model_memory_mb or 0.0) if compute else 0.0,
+            flops_method=(compute.flops_method or "unknown") if compute else "unknown",
+            flops_confidence=(compute.flops_confidence or "unknown") if compute else "unknown",
+            compute_precision=(compute.compute_precision or "fp16") if compute else "fp16",
+        ),
+        effective_config=dict(started.effective_config or {}) if started else {},
+        per_request_latencies_ms=list(state.latencies_ms),
+        gpu_utilisation_samples=list(state.sm_util_pct),
+        energy_breakdown=EnergyBreakdown(
+            raw_j=energy_j,
+            adjusted_j=adjusted,
+            baseline_power_w=baseline.power_w if baseline else None,
+            baseline_method=baseline.method if baseline else None,
+            baseline_timestamp=_parse_iso(baseline.measured_at) if baseline else None,
+        ),
+        thermal_throttle=_throttle(state),
+        warmup_result=(
+            WarmupResult(
+                converged=warmup.converged,
+                final_cv=warmup.final_cv,
+                iterations_completed=warmup.iterations_completed,
+                target_cv=warmup.target_cv,
+                max_prompts=warmup.max_prompts,
+                latencies_ms=list(warmup.latencies_ms),
+                thermal_floor_wait_s=warmup.thermal_floor_wait_s,
+            )
+            if warmup
+            else None
+        ),
+    )
+    hostname = started.hostname if started else None
+    uuid = started.gpu_uuid if started else None
+    gpu_key = f"{hostname or '?'}/{uuid}" if uuid else f"{hostname or '?'}/gpu{raw.gpu_id}"
+    return ProcessSummary(
+        raw=raw,
+        process_index=index,
+        run_id=facts.run_id,
+        world_size=facts.world_size,
+        experiment_id=facts.experiment_id,
+        gpu_key=gpu_key,
+        gpu_uuid=uuid,
+        hostname=hostname,
+        window_start_t=start_t,
+        window_end_t=end_t,
+        energy_j=energy_j,
+        energy_source=source,
+        counter_start_mj=state.window_start_energy_mj if source == "counter" else None,
+        counter_end_mj=(
+            (state.window_end_energy_mj if end_t == state.window_end_t else state.sample_energy_mj)
+            if source == "counter"
+            else None
+        ),
+        baseline_power_w=baseline.power_w if baseline else None,
+        baseline_method=baseline.method if baseline else None,
+        baseline_measured_at=baseline.measured_at if baseline else None,
+        requests=state.requests,
+        input_tokens=state.input_tokens,
+        output_tokens=state.output_tokens,
+        latencies_ms=array("d", state.latencies_ms),
+        ttft_ms=array("d", state.ttft_ms),
+        itl_ms=array("d", state.itl_ms),
+        sm_util_pct=array("d", state.sm_util_pct),
+        finished=facts.finished,
+        failed_error=facts.failed_error,
+        warnings=tuple(warnings),
+        backend=raw.backend,
+        measurement_config_hash=started.measurement_config_hash if started else None,
+        measurement_methodology=started.measurement_methodology if started else "total",
+        environment=started.environment if started else None,
+        effective_config=raw.effective_config,
+        gpu_is_mig=raw.gpu_is_mig,
+        max_temperature_c=state.max_temperature_c,
+        peak_memory_mb=peak_memory,
+        flops_total=flops_total,
+    )
+
+
+def _float_list(value: object) -> array[float]:
+    if isinstance(value, list) and all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in value
+    ):
+        return array("d", value)
+    return array("d")
+
+
+def summary_from_raw(raw: RawProcessResult) -> ProcessSummary:
+    """Wrap a plain ``RawProcessResult`` (LLenergyMeasure's own files) for aggregation.
+
+    Such files carry no GPU UUID, host or counter readings: the GPU is identified by ``gpu_id``
+    alone and the process's own energy figure is used. TTFT and inter-token latencies are taken
+    from ``inference_metrics.latency_measurements`` when it holds ``ttft_ms`` / ``itl_full_ms``
+    (or ``itl_ms``) lists.
+    """
+    measurements = raw.inference_metrics.latency_measurements
+    ttft = array("d")
+    itl = array("d")
+    if isinstance(measurements, dict):
+        ttft = _float_list(measurements.get("ttft_ms"))
+        itl = _float_list(measurements.get("itl_full_ms", measurements.get("itl_ms")))
+    start_t = raw.timestamps.start.timestamp()
+    end_t = raw.timestamps.end.timestamp()
+    breakdown = raw.energy_breakdown
+    warnings = (raw.energy_measurement_warning,) if raw.energy_measurement_warning else ()
+    return ProcessSummary(
+        raw=raw,
+        process_index=raw.process_index,
+        run_id=None,
+        world_size=None,
+        experiment_id=raw.experiment_id,
+        gpu_key=f"?/gpu{raw.gpu_id}",
+        gpu_uuid=None,
+        hostname=None,
+        window_start_t=start_t,
+        window_end_t=end_t,
+        energy_j=raw.energy_metrics.total_energy_j,
+        energy_source="counter",
+        counter_start_mj=0.0,
+        counter_end_mj=raw.energy_metrics.total_energy_j * 1000.0,
+        baseline_power_w=breakdown.baseline_power_w if breakdown else None,
+        baseline_method=breakdown.baseline_method if breakdown else None,
+        baseline_measured_at=(
+            breakdown.baseline_timestamp.isoformat()
+            if breakdown and breakdown.baseline_timestamp
+            else None
+        ),
+        requests=len(raw.per_request_latencies_ms),
+        input_tokens=raw.inference_metrics.input_tokens,
+        output_tokens=raw.inference_metrics.output_tokens,
+        latencies_ms=array("d", raw.per_request_latencies_ms),
+        ttft_ms=ttft,
+        itl_ms=itl,
+        sm_util_pct=array("d", raw.gpu_utilisation_samples),
+        finished=True,
+        failed_error=None,
+        warnings=warnings,
+        backend=raw.backend,
+        measurement_config_hash=None,
+        measurement_methodology="total",
+        environment=None,
+        effective_config=raw.effective_config,
+        gpu_is_mig=raw.gpu_is_mig,
+        max_temperature_c=raw.thermal_throttle.max_temperature_c if raw.thermal_throttle else None,
+        peak_memory_mb=raw.compute_metrics.peak_memory_mb,
+        flops_total=raw.compute_metrics.flops_total,
+    )

@@ -1,0 +1,231 @@
+"""Per-process state folded from a ledger's events, and the fold itself.
+
+``apply(state, event)`` is the one function that turns a state and an event into the next state.
+For speed it updates the state in place and returns it: a replay of millions of events must not
+allocate a new state per event. ``ProcessState.copy()`` gives an independent snapshot when one is
+needed (the property tests use it).
+
+Latency lists are kept as ``array('d')`` (8 bytes a value) so that a large log replays in little
+memory. Samples are folded as they arrive (power integral, maxima, throttle time) and not stored,
+except the SM utilisation values that ``RawProcessResult.gpu_utilisation_samples`` carries.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+from array import array
+from dataclasses import dataclass, field
+from typing import assert_never
+
+from energy_ledger.core.events import (
+    Baseline,
+    Compute,
+    Event,
+    ProcessFailed,
+    ProcessFinished,
+    ProcessStarted,
+    Request,
+    Sample,
+    Warmup,
+    WarningEvent,
+    WindowEnded,
+    WindowStarted,
+)
+
+# NVML clocks-event-reason bits (nvmlClocksEventReason*), see docs/metrics.md.
+THROTTLE_SW_POWER_CAP = 0x4
+THROTTLE_HW_SLOWDOWN = 0x8
+THROTTLE_SW_THERMAL = 0x20
+THROTTLE_HW_THERMAL = 0x40
+THROTTLE_HW_POWER_BRAKE = 0x80
+THROTTLE_ANY = (
+    THROTTLE_SW_POWER_CAP
+    | THROTTLE_HW_SLOWDOWN
+    | THROTTLE_SW_THERMAL
+    | THROTTLE_HW_THERMAL
+    | THROTTLE_HW_POWER_BRAKE
+)
+
+
+@dataclass(slots=True)
+class ProcessState:
+    """Everything the replay knows about one process after the events folded so far."""
+
+    started: ProcessStarted | None = None
+    next_seq: int = 0
+    last_seq: int = -1
+    first_t: float | None = None
+    last_t: float | None = None
+    events: int = 0
+    baseline: Baseline | None = None
+    warmup: Warmup | None = None
+    compute: Compute | None = None
+    window_start_t: float | None = None
+    window_start_energy_mj: float | None = None
+    window_end_t: float | None = None
+    window_end_energy_mj: float | None = None
+    # Requests.
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latencies_ms: array[float] = field(default_factory=lambda: array("d"))
+    ttft_ms: array[float] = field(default_factory=lambda: array("d"))
+    itl_ms: array[float] = field(default_factory=lambda: array("d"))
+    # Samples inside the window.
+    samples: int = 0
+    power_integral_j: float = 0.0
+    power_samples: int = 0
+    prev_sample_t: float | None = None
+    prev_power_w: float | None = None
+    prev_throttle: int = 0
+    sample_energy_mj: float | None = None
+    counter_reset: bool = False
+    max_temperature_c: float | None = None
+    max_memory_used_mb: float | None = None
+    sm_util_pct: array[float] = field(default_factory=lambda: array("d"))
+    throttle_bits: int = 0
+    throttle_duration_sec: float = 0.0
+    throttle_timestamps: list[float] = field(default_factory=list)
+    # Outcome.
+    warnings: list[str] = field(default_factory=list)
+    unknown_types: dict[str, int] = field(default_factory=dict)
+    finished: bool = False
+    failed_error: str | None = None
+
+    def copy(self) -> ProcessState:
+        """An independent deep copy of this state."""
+        return _copy.deepcopy(self)
+
+    @property
+    def window_open(self) -> bool:
+        """True between ``window_started`` and ``window_ended``."""
+        return self.window_start_t is not None and self.window_end_t is None
+
+
+def add_request(
+    state: ProcessState,
+    latency_ms: float,
+    input_tokens: int,
+    output_tokens: int,
+    ttft_ms: float | None,
+    itl_ms: object,
+) -> None:
+    """Fold one request's figures into ``state`` (shared by the typed fold and the fast path)."""
+    state.requests += 1
+    state.input_tokens += input_tokens
+    state.output_tokens += output_tokens
+    state.latencies_ms.append(latency_ms)
+    if ttft_ms is not None:
+        state.ttft_ms.append(ttft_ms)
+    if itl_ms:
+        state.itl_ms.extend(itl_ms)  # type: ignore[arg-type]
+
+
+def add_sample(
+    state: ProcessState,
+    t: float,
+    power_w: float | None,
+    energy_mj: float | None,
+    temperature_c: float | None,
+    sm_util_pct: float | None,
+    memory_used_mb: float | None,
+    throttle_reasons: int | None,
+) -> None:
+    """Fold one sampler reading into ``state``; readings outside the window are ignored."""
+    start_t = state.window_start_t
+    if start_t is None or state.window_end_t is not None or t < start_t:
+        return
+    state.samples += 1
+    prev_t = state.prev_sample_t
+    if prev_t is not None:
+        dt = t - prev_t
+        if power_w is not None and state.prev_power_w is not None:
+            state.power_integral_j += dt * (power_w + state.prev_power_w) / 2.0
+        if state.prev_throttle & THROTTLE_ANY:
+            state.throttle_duration_sec += dt
+    if power_w is not None:
+        state.power_samples += 1
+        state.prev_power_w = power_w
+    state.prev_sample_t = t
+    if energy_mj is not None:
+        previous = state.sample_energy_mj
+        if previous is not None and energy_mj < previous and not state.counter_reset:
+            state.counter_reset = True
+            state.warnings.append(
+                f"energy counter went backwards at t={t:.3f} "
+                f"({float(previous)} -> {float(energy_mj)} mJ): "
+                "counter reset, energy integrated from power samples instead"
+            )
+        state.sample_energy_mj = energy_mj
+    if temperature_c is not None and (
+        state.max_temperature_c is None or temperature_c > state.max_temperature_c
+    ):
+        state.max_temperature_c = temperature_c
+    if memory_used_mb is not None and (
+        state.max_memory_used_mb is None or memory_used_mb > state.max_memory_used_mb
+    ):
+        state.max_memory_used_mb = memory_used_mb
+    if sm_util_pct is not None:
+        state.sm_util_pct.append(sm_util_pct)
+    bits = throttle_reasons or 0
+    if bits & THROTTLE_ANY:
+        state.throttle_timestamps.append(t)
+    state.throttle_bits |= bits
+    state.prev_throttle = bits
+
+
+def apply(state: ProcessState, event: Event) -> ProcessState:
+    """Fold one event into ``state`` and return it (updated in place, see the module docstring).
+
+    The caller (the replay) has already checked the envelope and the ``seq`` order.
+    """
+    state.events += 1
+    state.last_seq = event.seq
+    state.next_seq = event.seq + 1
+    if state.first_t is None:
+        state.first_t = event.t
+    state.last_t = event.t
+    match event:
+        case Request():
+            add_request(
+                state,
+                event.latency_ms,
+                event.input_tokens,
+                event.output_tokens,
+                event.ttft_ms,
+                event.itl_ms,
+            )
+        case Sample():
+            add_sample(
+                state,
+                event.t,
+                event.power_w,
+                event.energy_mj,
+                event.temperature_c,
+                event.sm_util_pct,
+                event.memory_used_mb,
+                event.throttle_reasons,
+            )
+        case ProcessStarted():
+            state.started = event
+        case Baseline():
+            state.baseline = event
+        case Warmup():
+            state.warmup = event
+        case WindowStarted():
+            state.window_start_t = event.t
+            state.window_start_energy_mj = event.energy_mj
+        case WindowEnded():
+            state.window_end_t = event.t
+            state.window_end_energy_mj = event.energy_mj
+        case Compute():
+            state.compute = event
+        case WarningEvent():
+            state.warnings.append(event.message)
+        case ProcessFinished():
+            state.finished = True
+        case ProcessFailed():
+            state.failed_error = event.error
+        case _:
+            assert_never(event)
+    return state

@@ -1,0 +1,570 @@
+"""The watcher daemon: emit every complete experiment under a root exactly once, soon after it ends.
+
+It builds on ``pipeline.process_experiment``, the code path ``replay`` uses, and keeps one
+``LogTail`` per process log of each *active* (not yet emitted) experiment, so a change costs only
+the bytes appended. Changes come from inotify on local filesystems; on network filesystems, where
+other hosts' writes raise no local event, it polls the active experiments and lists ``raw/`` each
+interval. Either way a periodic full reconcile catches anything missed. Emitted experiments are
+recorded in the state store (``daemon_state``) and cost nothing afterwards; each has its
+``--on-emit`` hook run by ``hooks.HookRunner``. One daemon per root is enforced by ``lease``.
+
+``python -m energy_ledger.daemon.watcher ROOT [flags]`` runs it without the CLI (for debugging and
+tests);
+the flags are those of ``energy-ledger watch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from energy_ledger.daemon.config import WatchConfig, load_watch_config
+from energy_ledger.daemon.hooks import HookRunner
+from energy_ledger.daemon.lease import Lease
+from energy_ledger.daemon.records import StateStore, daemon_status, state_dir_for, write_status
+from energy_ledger.daemon.sources import ROOT_EVENT, InotifySource, choose_polling
+from energy_ledger.exceptions import ConfigError, LeaseHeldError, LeaseLostError, LedgerError
+from energy_ledger.logfmt import JsonLogFormatter, text_formatter
+from energy_ledger.pipeline import process_experiment, recover_experiment, up_to_date
+from energy_ledger.store.layout import ResultsLayout, is_valid_experiment_id
+from energy_ledger.store.reader import LogTail, list_experiments, newest_mtime
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_LEASE_HELD",
+    "EXIT_LEASE_LOST",
+    "EXIT_OK",
+    "WatchConfig",
+    "Watcher",
+    "daemon_status",
+    "load_watch_config",
+    "run_watch",
+]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_LEASE_HELD = 3
+EXIT_LEASE_LOST = 4
+
+MAX_WAIT_SEC = 0.5
+"""Longest sleep of the loop, so a caller's ``stop_event`` is seen within this long."""
+ACTIVE_SWEEP_SEC = 5.0
+"""inotify mode: rescan the active experiments this often anyway (a missed event costs <= this)."""
+STATUS_MIN_INTERVAL_SEC = 0.5
+MAX_LISTED = 200
+"""At most this many active experiments and errors are listed in ``status.json``."""
+
+
+@dataclass(slots=True)
+class Tracked:
+    """An active experiment: its log cursors and the last verdict on it."""
+
+    tails: dict[int, LogTail] = field(default_factory=dict)
+    state: str = "new"
+    detail: str = ""
+    last_activity_t: float = 0.0
+    signature: tuple[tuple[int, int], ...] = ()
+    stale: bool = False
+    recovered: bool = False
+    reported: str = ""
+
+
+class Watcher:
+    """One daemon on one results root. Use :func:`run_watch`; ``run()`` blocks until stopped."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], config: WatchConfig, stop_event: threading.Event
+    ) -> None:
+        self.layout = ResultsLayout.at(root)
+        self.config = config
+        self.state_dir = state_dir_for(root, config.state_dir)
+        self.stop = stop_event
+        self.wake = threading.Event()
+        self.store = StateStore(self.state_dir)
+        self.lease = Lease(self.state_dir, config.lease_timeout_sec)
+        self.hooks: HookRunner | None = None
+        self.source: InotifySource | None = None
+        self.polling = False
+        self.fs_type: str | None = None
+        self.active: dict[str, Tracked] = {}
+        self.rejected: dict[str, str] = {}
+        self.errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_LISTED)
+        self.started_t = time.time()
+        self.last_lag_sec = 0.0
+        self._dirty: dict[str, float] = {}
+        self._dirty_lock = threading.Lock()
+        self._relist = False
+        self._last_status: dict[str, Any] | None = None
+        self._raw_signature: tuple[int, ...] = ()
+
+    # -- change intake (called from the observer thread too) -------------------------------
+    def mark(self, experiment_id: str) -> None:
+        """Note that an experiment (or, for ``ROOT_EVENT``, ``raw/`` itself) changed."""
+        with self._dirty_lock:
+            if experiment_id == ROOT_EVENT:
+                self._relist = True
+            else:
+                self._dirty.setdefault(experiment_id, time.monotonic())
+        self.wake.set()
+
+    def _overflowed(self) -> None:
+        logger.warning("inotify dropped events; relisting %s", self.layout.raw_dir)
+        with self._dirty_lock:
+            self._relist = True
+            for experiment_id in self.active:
+                self._dirty.setdefault(experiment_id, time.monotonic())
+        self.wake.set()
+
+    def _take_dirty(self) -> tuple[dict[str, float], bool]:
+        with self._dirty_lock:
+            batch, self._dirty = self._dirty, {}
+            relist, self._relist = self._relist, False
+        return batch, relist
+
+    def _has_work(self) -> bool:
+        with self._dirty_lock:
+            return bool(self._dirty) or self._relist
+
+    # -- reporting --------------------------------------------------------------------------
+    def _error(self, experiment_id: str | None, message: str) -> None:
+        self.errors.append({"t": time.time(), "experiment_id": experiment_id, "error": message})
+
+    def _report(self, experiment_id: str, tracked: Tracked) -> None:
+        """Log a bad experiment once per distinct reason (it is skipped, the watch goes on)."""
+        if tracked.state not in ("invalid", "failed") and not tracked.detail.startswith("cannot"):
+            return
+        if tracked.reported == tracked.detail:
+            return
+        tracked.reported = tracked.detail
+        logger.warning("%s is %s; skipped: %s", experiment_id, tracked.state, tracked.detail)
+        self._error(experiment_id, f"{tracked.state}: {tracked.detail}")
+
+    # -- the work ---------------------------------------------------------------------------
+    def _emitted(self, experiment_id: str, kind: str, path: Path) -> None:
+        record = self.store.get(experiment_id)
+        if record is not None and record.kind == "complete":
+            logger.info("%s: result rewritten (it had vanished); hook not rerun", experiment_id)
+            self.active.pop(experiment_id, None)
+            return
+        try:
+            self.store.record_emission(
+                experiment_id,
+                "complete" if kind == "complete" else "partial",
+                path,
+                with_hook=self.hooks is not None,
+            )
+        except LedgerError as exc:
+            # The result is on disk; it is recorded when the experiment is next looked at.
+            logger.error("%s: emitted but not recorded: %s", experiment_id, exc)
+            self._error(experiment_id, f"cannot record emission: {exc}")
+            return
+        logger.info("emitted %s%s -> %s", experiment_id, " (partial)" * (kind != "complete"), path)
+        if kind == "complete":
+            self.active.pop(experiment_id, None)
+        if self.hooks is not None:
+            self.hooks.submit(experiment_id)
+
+    def _process(self, experiment_id: str) -> None:
+        """Scan one experiment from where its cursors stopped; emit it when complete."""
+        if not is_valid_experiment_id(experiment_id):
+            self._reject(experiment_id, "unsafe experiment folder name; never read")
+            return
+        record = self.store.get(experiment_id)
+        if record is not None and record.kind == "complete" and Path(record.result).exists():
+            self.active.pop(experiment_id, None)
+            return
+        tracked = self.active.get(experiment_id)
+        if tracked is None:
+            directory = self.layout.experiment_dir(experiment_id)
+            if not directory.is_dir():
+                return
+            tracked = self.active[experiment_id] = Tracked(
+                last_activity_t=newest_mtime(directory) or time.time(),
+                recovered=record is not None and record.kind == "partial",
+            )
+        outcome = process_experiment(self.layout, experiment_id, tails=tracked.tails)
+        if outcome.state == "complete" and outcome.path is not None:
+            self._emitted(experiment_id, "complete", outcome.path)
+            return
+        if outcome.state == "invalid" and not self.layout.experiment_dir(experiment_id).is_dir():
+            self.active.pop(experiment_id, None)  # the folder vanished
+            return
+        signature = tuple(sorted((i, t.size) for i, t in tracked.tails.items()))
+        if signature != tracked.signature:
+            tracked.signature, tracked.last_activity_t, tracked.stale = (
+                signature,
+                time.time(),
+                False,
+            )
+        tracked.state, tracked.detail = outcome.state, outcome.detail
+        self._report(experiment_id, tracked)
+
+    def _reject(self, name: str, reason: str) -> None:
+        if self.rejected.get(name) != reason:
+            self.rejected[name] = reason
+            logger.warning("raw/%s: %s", name, reason)
+            self._error(name, reason)
+
+    def _discover(self, *, full: bool) -> None:
+        """List ``raw/``: pick up new folders; on a full reconcile, recheck everything."""
+        try:
+            listing = list_experiments(self.layout)
+        except LedgerError as exc:
+            logger.warning("%s", exc)
+            self._error(None, str(exc))
+            return
+        for name, reason in listing.rejected:
+            self._reject(name, reason)
+        present = set(listing.experiment_ids)
+        for experiment_id in listing.experiment_ids:
+            if experiment_id in self.active:
+                if full:
+                    self.mark(experiment_id)
+                continue
+            record = self.store.get(experiment_id)
+            if record is not None and record.kind == "complete":
+                if full and not Path(record.result).exists():
+                    self.mark(experiment_id)
+                continue
+            if record is None and up_to_date(self.layout, experiment_id):
+                # Emitted before this daemon kept records (``replay``, or a crash between the
+                # write and the record): record it without re-reading its logs.
+                self._emitted(experiment_id, "complete", self.layout.result_path(experiment_id))
+                continue
+            self.mark(experiment_id)
+        for experiment_id in [e for e in self.active if e not in present]:
+            del self.active[experiment_id]
+
+    def _raw_changed(self) -> bool:
+        """Whether ``raw/`` changed since the last look (a new folder changes its mtime).
+
+        Listing a folder of thousands of experiments every poll would dominate the idle cost; a
+        ``stat`` is enough to tell. The full reconcile lists it regardless.
+        """
+        try:
+            st = os.stat(self.layout.raw_dir)
+            signature = (st.st_ino, st.st_mtime_ns, st.st_size, st.st_nlink)
+        except OSError:
+            return True
+        changed = signature != self._raw_signature
+        self._raw_signature = signature
+        return changed
+
+    def _check_stale(self) -> None:
+        now = time.time()
+        for experiment_id, tracked in list(self.active.items()):
+            if now - tracked.last_activity_t <= self.config.stale_after_sec:
+                continue
+            if not tracked.stale:
+                tracked.stale = True
+                logger.warning(
+                    "%s is stale: no new bytes for %.0f s (%s)",
+                    experiment_id,
+                    now - tracked.last_activity_t,
+                    tracked.detail,
+                )
+            if self.config.recover_stale and not tracked.recovered:
+                tracked.recovered = True
+                try:
+                    recovery = recover_experiment(self.layout.experiment_dir(experiment_id))
+                except LedgerError as exc:
+                    logger.warning("%s: cannot recover: %s", experiment_id, exc)
+                    self._error(experiment_id, f"cannot recover: {exc}")
+                    continue
+                self._emitted(experiment_id, "partial", recovery.path)
+
+    def _status(self) -> dict[str, Any]:
+        now = time.time()
+        with self._dirty_lock:
+            oldest = min(self._dirty.values(), default=None)
+        lag = max(self.last_lag_sec, time.monotonic() - oldest if oldest is not None else 0.0)
+        active = [
+            {
+                "experiment_id": experiment_id,
+                "state": tracked.state,
+                "detail": tracked.detail,
+                "idle_sec": round(now - tracked.last_activity_t, 1),
+                "stale": tracked.stale,
+            }
+            for experiment_id, tracked in sorted(self.active.items())
+        ]
+        records = list(self.store.records.values())
+        return {
+            "v": 1,
+            "root": str(self.layout.root),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_t": self.started_t,
+            "updated_t": now,
+            "mode": "polling" if self.polling else "inotify",
+            "filesystem": self.fs_type,
+            "poll_interval_sec": self.config.poll_interval_sec,
+            "lease_timeout_sec": self.config.lease_timeout_sec,
+            "lag_sec": round(lag, 3),
+            "emitted": sum(1 for r in records if r.kind == "complete"),
+            "partial": sum(1 for r in records if r.kind == "partial"),
+            "active_count": len(active),
+            "active": active[:MAX_LISTED],
+            "stale": [a["experiment_id"] for a in active if a["stale"]],
+            "rejected": [{"name": n, "reason": r} for n, r in sorted(self.rejected.items())],
+            "errors": list(self.errors),
+            "hooks": self.store.hook_counts(),
+            "stopped": self.stop.is_set(),
+        }
+
+    def _write_status(self, *, force: bool) -> None:
+        status = self._status()
+        stable = {k: v for k, v in status.items() if k not in ("updated_t", "lag_sec", "active")}
+        stable["active"] = [
+            (a["experiment_id"], a["state"], a["detail"], a["stale"]) for a in status["active"]
+        ]
+        if not force and stable == self._last_status:
+            return
+        try:
+            write_status(self.state_dir, status)
+            self._last_status = stable
+        except LedgerError as exc:
+            logger.warning("cannot write the status file: %s", exc)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def _start_source(self) -> None:
+        self.polling, self.fs_type = choose_polling(self.layout.raw_dir, self.config.polling)
+        if self.polling:
+            logger.info(
+                "polling %s every %g s (filesystem %s)",
+                self.layout.raw_dir,
+                self.config.poll_interval_sec,
+                self.fs_type,
+            )
+            return
+        source = InotifySource(self.layout.raw_dir, self.mark, self._overflowed)
+        try:
+            source.start()
+        except OSError as exc:
+            logger.warning("inotify unavailable (%s); polling instead", exc)
+            self.polling = True
+            return
+        self.source = source
+        logger.info("watching %s with inotify (filesystem %s)", self.layout.raw_dir, self.fs_type)
+
+    def run(self) -> int:
+        """Take the lease, watch until stopped, give the lease back; return an exit code.
+
+        Raises:
+            LeaseHeldError: another daemon runs on this root.
+            LedgerError: the root or the state folder cannot be used.
+        """
+        if not self.layout.root.is_dir():
+            raise LedgerError(f"{self.layout.root}: no such results folder")
+        self.lease.acquire()
+        try:
+            return self._run_leased()
+        finally:
+            self.lease.release()
+
+    def _run_leased(self) -> int:
+        try:
+            self.layout.raw_dir.mkdir(exist_ok=True)
+            for problem in self.store.load():
+                logger.warning("%s", problem)
+        except OSError as exc:
+            raise LedgerError(f"cannot prepare {self.state_dir}: {exc.strerror or exc}") from exc
+        argv = self.config.hook_argv()
+        if argv is not None:
+            self.hooks = HookRunner(
+                argv,
+                self.store,
+                retries=self.config.hook_retries,
+                backoff_sec=self.config.hook_backoff_sec,
+                timeout_sec=self.config.hook_timeout_sec,
+            )
+            for record in list(self.store.records.values()):
+                if record.hook_state == "running":
+                    logger.warning(
+                        "%s: its hook was running when the daemon stopped; running it again",
+                        record.experiment_id,
+                    )
+                if record.hook_state in ("pending", "running"):
+                    self.hooks.submit(record.experiment_id)
+        self._start_source()
+        try:
+            return self._loop()
+        finally:
+            if self.source is not None:
+                self.source.stop()
+            if self.hooks is not None:
+                self.hooks.close(grace_sec=0.8)
+            self._write_status(force=True)
+
+    def _loop(self) -> int:
+        cfg = self.config
+        self._discover(full=True)
+        now = time.monotonic()
+        sweep_sec = cfg.poll_interval_sec if self.polling else ACTIVE_SWEEP_SEC
+        next_sweep = now + sweep_sec
+        next_reconcile = now + cfg.reconcile_interval_sec
+        next_renew = now + self.lease.renew_interval_sec
+        next_status = now
+        housekeeping_sec = min(1.0, cfg.stale_after_sec / 4)
+        next_housekeeping = now
+        while not self.stop.is_set():
+            try:
+                if not self._has_work():
+                    deadline = min(
+                        next_sweep, next_reconcile, next_renew, next_status, next_housekeeping
+                    )
+                    self.wake.wait(min(MAX_WAIT_SEC, max(0.0, deadline - time.monotonic())))
+                self.wake.clear()
+                if self.stop.is_set():
+                    break
+                if self._has_work() and cfg.debounce_sec > 0:
+                    self.stop.wait(cfg.debounce_sec)
+                self._drain()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + sweep_sec
+                    if self.polling and self._raw_changed():
+                        self._discover(full=False)
+                    for experiment_id in list(self.active):
+                        self.mark(experiment_id)
+                    self._drain()
+                if now >= next_reconcile:
+                    next_reconcile = now + cfg.reconcile_interval_sec
+                    self._discover(full=True)
+                    self._drain()
+                    if self.source is not None and not self.source.is_alive():
+                        logger.warning("the inotify observer stopped; polling from now on")
+                        self.source, self.polling = None, True
+                        sweep_sec = cfg.poll_interval_sec
+                if now >= next_housekeeping:
+                    next_housekeeping = now + housekeeping_sec
+                    self._check_stale()
+                if now >= next_renew:
+                    next_renew = now + self.lease.renew_interval_sec
+                    try:
+                        self.lease.renew()
+                    except LeaseLostError as exc:
+                        logger.error("%s; stopping", exc)
+                        return EXIT_LEASE_LOST
+                    except LedgerError as exc:
+                        logger.warning("cannot renew the lease (will retry): %s", exc)
+                    self._write_status(force=True)
+                    next_status = now + STATUS_MIN_INTERVAL_SEC
+                elif now >= next_status:
+                    next_status = now + STATUS_MIN_INTERVAL_SEC
+                    self._write_status(force=False)
+            except Exception as exc:  # the watch must outlive any one bad surprise
+                logger.exception("watch loop error (continuing)")
+                self._error(None, f"internal error: {exc!r}")
+                self.stop.wait(MAX_WAIT_SEC)
+        logger.info("stopping")
+        return EXIT_OK
+
+    def _drain(self) -> None:
+        batch, relist = self._take_dirty()
+        if relist:
+            self._discover(full=False)
+            more, _ = self._take_dirty()
+            for experiment_id, since in more.items():
+                batch.setdefault(experiment_id, since)
+        for experiment_id, since in sorted(batch.items()):
+            if self.stop.is_set():
+                return
+            try:
+                self._process(experiment_id)
+            except Exception as exc:
+                logger.exception("%s: unexpected error (skipped)", experiment_id)
+                self._error(experiment_id, f"internal error: {exc!r}")
+            self.last_lag_sec = time.monotonic() - since
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event, wake: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` (main thread only; elsewhere the caller stops us)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        wake.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_watch(
+    root: str | Path, config: WatchConfig, *, stop_event: threading.Event | None = None
+) -> int:
+    """Run the watcher on ``root`` until SIGTERM/SIGINT or ``stop_event``; return an exit code.
+
+    Returns:
+        ``EXIT_OK`` after a clean stop, ``EXIT_LEASE_HELD`` when another daemon runs on the root,
+        ``EXIT_LEASE_LOST`` when another daemon took the lease over, ``EXIT_ERROR`` otherwise.
+    """
+    watcher = Watcher(root, config, stop_event or threading.Event())
+    with _stop_on_signals(watcher.stop, watcher.wake):
+        try:
+            return watcher.run()
+        except LeaseHeldError as exc:
+            logger.error("%s", exc)
+            return EXIT_LEASE_HELD
+        except LedgerError as exc:
+            logger.error("%s", exc)
+            return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m energy_ledger.daemon.watcher``: the ``watch`` command without the CLI."""
+    parser = argparse.ArgumentParser(prog="python -m energy_ledger.daemon.watcher")
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--polling", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--poll-interval", dest="poll_interval_sec", type=float)
+    parser.add_argument("--reconcile-interval", dest="reconcile_interval_sec", type=float)
+    parser.add_argument("--on-emit")
+    parser.add_argument("--state-dir", type=Path)
+    parser.add_argument("--stale-after", dest="stale_after_sec", type=float)
+    parser.add_argument("--recover-stale", action="store_true", default=None)
+    parser.add_argument("--lease-timeout", dest="lease_timeout_sec", type=float)
+    parser.add_argument("--log-format", choices=["text", "json"])
+    args = vars(parser.parse_args(argv))
+    root, config_path = args.pop("root"), args.pop("config")
+    try:
+        config = load_watch_config(config_path, os.environ, args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    handler = logging.StreamHandler(sys.stderr)
+    if config.log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(text_formatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    return run_watch(root, config)
+
+
+if __name__ == "__main__":
+    # Re-import so that loggers and classes carry the module's real name, not ``__main__``.
+    from energy_ledger.daemon.watcher import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,523 @@
+"""``ProcessRecorder``: measures one GPU process and writes its ledger.
+
+Three lines in a torchrun/accelerate/Slurm worker::
+
+    with ProcessRecorder.from_env("results", "llama-8b-bs32", config=cfg) as rec:
+        rec.baseline(seconds=5)
+        with rec.window():
+            for r in requests:
+                rec.request(latency_ms=..., input_tokens=..., output_tokens=...)
+
+Entering writes ``process_started`` (with the environment snapshot); ``window()`` reads the energy
+counter at its start and end and runs the background sampler in between; leaving normally writes
+``process_finished`` and the completion marker, leaving with an exception writes
+``process_failed`` (no marker, so ``recover`` can account for the rank) and re-raises.
+
+Threading: the ``EventLogWriter`` is not thread-safe, so the caller's thread and the sampler thread
+append under one lock. ``request()`` never touches NVML (an energy read costs milliseconds): it
+builds the wire dict, checks types cheaply and appends. NVML failures after the start become
+``warning`` events, never exceptions in the measured program.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from array import array
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from energy_ledger.core.events import FORMAT_VERSION
+from energy_ledger.core.marker import Marker
+from energy_ledger.exceptions import LedgerError, NvmlError, NvmlNotSupportedError
+from energy_ledger.gpu.backend import open_backend
+from energy_ledger.gpu.protocol import DeviceInfo, GpuBackend, GpuDevice
+from energy_ledger.recorder.launch import LaunchInfo, check_peers, launch_from_env
+from energy_ledger.recorder.sampler import DEFAULT_SAMPLE_HZ, DeviceReader, Sampler, measure_power
+from energy_ledger.recorder.snapshot import build_snapshot
+from energy_ledger.store.layout import ResultsLayout
+from energy_ledger.store.writer import EventLogWriter
+
+logger = logging.getLogger(__name__)
+
+_V = FORMAT_VERSION
+_INF = float("inf")
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A short, stable hash of an experiment config (sorted keys; non-JSON values as text)."""
+    data = orjson.dumps(dict(config), option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _as_config(config: Any) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    if hasattr(config, "model_dump"):
+        config = config.model_dump(mode="json")
+    if not isinstance(config, Mapping):
+        raise LedgerError(f"config must be a mapping or a pydantic model, got {type(config)}")
+    return orjson.loads(orjson.dumps(dict(config), default=str))  # type: ignore[no-any-return]
+
+
+class ProcessRecorder:
+    """Record one GPU process's measurement into ``<root>/raw/<experiment_id>/``.
+
+    Prefer :meth:`from_env`, which reads rank, world size, run id and device from the launcher.
+
+    Args:
+        root: the results root.
+        experiment_id: the experiment (folder name under ``raw``).
+        launch: who this process is (rank, world size, run id, device).
+        config: the experiment's effective config (written, and hashed for grouping).
+        nvml: ``"nvml"``, ``"fake"``, a ``GpuBackend`` instance, or ``None`` for
+            ``$ENERGY_LEDGER_NVML`` (default real NVML).
+        sample_hz: background sampling rate in the window.
+        clock: wall-clock source (Unix seconds); give a fake backend the same one.
+        backend: the inference backend name written to ``process_started``.
+        backend_version: its version.
+        snapshot_packages: list installed packages in the snapshot.
+        writer_options: passed to ``EventLogWriter.open`` (flush and fsync policy).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        experiment_id: str,
+        *,
+        launch: LaunchInfo,
+        config: Any = None,
+        nvml: str | GpuBackend | None = None,
+        sample_hz: float = DEFAULT_SAMPLE_HZ,
+        clock: Callable[[], float] = time.time,
+        backend: str = "pytorch",
+        backend_version: str | None = None,
+        snapshot_packages: bool = True,
+        writer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not sample_hz > 0:
+            raise LedgerError(f"sample_hz must be > 0, got {sample_hz}")
+        self.layout = ResultsLayout.at(root)
+        self.experiment_id = experiment_id
+        self.launch = launch
+        self.config = _as_config(config)
+        self.sample_hz = sample_hz
+        self._nvml_choice = nvml
+        self._clock = clock
+        self._backend_name = backend
+        self._backend_version = backend_version
+        self._snapshot_packages = snapshot_packages
+        self._writer_options = dict(writer_options or {})
+        self._lock = threading.Lock()
+        self._writer: EventLogWriter | None = None
+        self._gpu: GpuBackend | None = None
+        self._device: GpuDevice | None = None
+        self._reader: DeviceReader | None = None
+        self._sampler: Sampler | None = None
+        self._has_counter = True
+        self._in_window = False
+        self._window_done = False
+        self.device_info: DeviceInfo | None = None
+        self.marker: Marker | None = None
+        self.sampler_cpu_sec = 0.0
+        self.samples = 0
+
+    @classmethod
+    def from_env(
+        cls,
+        root: str | os.PathLike[str],
+        experiment_id: str,
+        *,
+        config: Any = None,
+        environ: Mapping[str, str] | None = None,
+        device: int | str | None = None,
+        **options: Any,
+    ) -> ProcessRecorder:
+        """A recorder for this process as the launcher describes it (see ``launch_from_env``).
+
+        Args:
+            root: the results root.
+            experiment_id: the experiment.
+            config: the experiment's effective config.
+            environ: the environment to read (default ``os.environ``).
+            device: the CUDA ordinal this process uses, or an NVML spec (UUID, MIG id);
+                default: the ``LOCAL_RANK``-th visible device.
+            **options: the keyword arguments of the constructor.
+
+        Raises:
+            LedgerError: rank, world size, run id or device cannot be determined, or disagree.
+        """
+        launch = launch_from_env(environ, device=device)
+        return cls(root, experiment_id, launch=launch, config=config, **options)
+
+    # Lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def log_path(self) -> str:
+        """The event log this recorder writes."""
+        return str(self.layout.log_path(self.experiment_id, self.launch.process_index))
+
+    def start(self) -> ProcessRecorder:
+        """Open NVML and the device, write ``process_started``; done by ``with`` on entry.
+
+        Raises:
+            NvmlUnavailableError: NVML cannot be used here (say ``ENERGY_LEDGER_NVML=fake``).
+            NvmlError: the device named by the launcher does not exist.
+            LedgerError: the log exists already, or other ranks disagree on run id/world size.
+        """
+        if self._writer is not None:
+            raise LedgerError("recorder already started")
+        launch = self.launch
+        check_peers(self.layout.experiment_dir(self.experiment_id), launch)
+        choice = self._nvml_choice
+        gpu = choice if choice is not None and not isinstance(choice, str) else open_backend(choice)
+        self._gpu = gpu
+        try:
+            device = gpu.open_device(launch.device_spec)
+            info = device.info()
+            warnings: list[str] = []
+            try:
+                environment: dict[str, Any] | None = build_snapshot(
+                    gpu, info, packages=self._snapshot_packages
+                )
+            except LedgerError as exc:
+                environment = None
+                warnings.append(f"no environment snapshot: {exc}")
+            try:
+                device.energy_mj()
+            except NvmlNotSupportedError:
+                self._has_counter = False
+                warnings.append(
+                    f"GPU {info.parent_uuid} has no NVML energy counter: energy is integrated "
+                    "from power samples"
+                )
+            except NvmlError as exc:
+                warnings.append(f"NVML energy counter probe failed ({exc}); will retry")
+            self._writer = EventLogWriter.open(
+                self.layout.root,
+                self.experiment_id,
+                launch.process_index,
+                clock=self._clock,
+                **self._writer_options,
+            )
+        except BaseException:
+            gpu.shutdown()
+            raise
+        self._device = device
+        self.device_info = info
+        self._reader = DeviceReader(device, read_energy=self._has_counter)
+        if info.is_mig:
+            warnings.insert(
+                0,
+                f"GPU is a MIG instance ({info.mig_profile or 'unknown profile'}, {info.uuid}): "
+                f"power and energy are those of the whole parent GPU {info.parent_uuid}, shared "
+                "with any other instance on it",
+            )
+        if gpu.name != "nvml":
+            warnings.insert(0, f"NVML backend is {gpu.name!r}: readings are not from a real GPU")
+        config = self.config
+        started: dict[str, Any] = {
+            "experiment_id": self.experiment_id,
+            "run_id": launch.run_id,
+            "process_index": launch.process_index,
+            "world_size": launch.world_size,
+            "gpu_id": info.index,
+            "gpu_uuid": info.parent_uuid,
+            "gpu_name": info.name,
+            "gpu_is_mig": info.is_mig,
+            "gpu_mig_profile": info.mig_profile,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "backend": self._backend_name,
+            "backend_version": self._backend_version,
+            "environment": environment,
+        }
+        if config is not None:
+            started["effective_config"] = config
+            started["measurement_config_hash"] = config_hash(config)
+            for key in ("config_name", "model_name"):
+                if isinstance(config.get(key), str):
+                    started[key] = config[key]
+        with self._lock:
+            self._writer.append(
+                "process_started", **{k: v for k, v in started.items() if v is not None}
+            )
+            for message in warnings:
+                self._warn_locked(message)
+        return self
+
+    def __enter__(self) -> ProcessRecorder:
+        if self._writer is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+            self.finish()
+        else:
+            self.fail(f"{type(exc).__name__}: {exc}")
+
+    def finish(self) -> Marker:
+        """Write ``process_finished`` and the completion marker; release NVML.
+
+        Raises:
+            LedgerError: the recorder was not started, or the log cannot be written.
+        """
+        writer = self._require_writer()
+        if self._in_window:
+            raise LedgerError("finish() inside window(): leave the window first")
+        try:
+            with self._lock:
+                self.marker = writer.close()
+        finally:
+            self._release()
+        return self.marker
+
+    def fail(self, error: str) -> None:
+        """Write ``process_failed`` (no marker) and release NVML; never raises for I/O."""
+        writer = self._writer
+        try:
+            if writer is not None:
+                with self._lock:
+                    writer.fail(error)
+        except LedgerError as exc:
+            logger.error("energy-ledger could not record the failure: %s", exc)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
+        if self._gpu is not None:
+            self._gpu.shutdown()
+            self._gpu = None
+
+    def _require_writer(self) -> EventLogWriter:
+        writer = self._writer
+        if writer is None:
+            raise LedgerError("recorder not started: use it as a context manager")
+        if writer.closed:
+            raise LedgerError("recorder already finished")
+        return writer
+
+    # Events ----------------------------------------------------------------------------------
+
+    def _warn_locked(self, message: str) -> None:
+        logger.warning("%s", message)
+        assert self._writer is not None
+        if not self._writer.closed:
+            self._writer.append_raw(
+                {"v": _V, "seq": 0, "t": self._clock(), "type": "warning", "message": message}
+            )
+
+    def warning(self, message: str) -> None:
+        """Write a ``warning`` event (it is carried into the aggregated result)."""
+        self._require_writer()
+        with self._lock:
+            self._warn_locked(message)
+
+    def event(self, type_name: str, **fields: Any) -> None:
+        """Write a validated event such as ``warmup`` or ``compute`` (see the format)."""
+        writer = self._require_writer()
+        with self._lock:
+            writer.append(type_name, **fields)
+
+    def baseline(self, seconds: float = 5.0, *, power_w: float | None = None) -> float | None:
+        """Measure idle power for ``seconds`` (or record a known ``power_w`` as "cached").
+
+        Call it before ``window()``, with the GPU idle. Power is read at the sampling rate.
+
+        Returns:
+            The baseline power in watts, or ``None`` when no reading succeeded (a warning is
+            written instead of the event).
+        """
+        self._require_writer()
+        if self._in_window or self._window_done:
+            raise LedgerError("baseline() must come before window()")
+        method = "cached"
+        duration_sec = seconds
+        if power_w is None:
+            assert self._device is not None
+            method = "fresh"
+            power_w, duration_sec, warning = measure_power(self._device, seconds, self.sample_hz)
+            if warning:
+                self.warning(f"baseline: {warning}")
+            if power_w is None:
+                return None
+        measured_at = datetime.now(UTC).isoformat()
+        fields = {"power_w": power_w, "duration_sec": duration_sec, "method": method}
+        self.event("baseline", **fields, measured_at=measured_at)
+        return power_w
+
+    def _read_energy_locked(self, where: str) -> int | None:
+        """Read the counter at a window boundary; failures become warnings."""
+        if not self._has_counter:
+            return None
+        assert self._device is not None and self._reader is not None
+        try:
+            value = self._device.energy_mj()
+        except NvmlError as exc:
+            self._warn_locked(
+                f"NVML energy counter read at {where} failed ({exc}); energy of "
+                "this window is integrated from power samples"
+            )
+            return None
+        reset = self._reader.check_energy(value)
+        if reset:
+            self._warn_locked(reset)
+        return value
+
+    def _emit_sample(self, fields: dict[str, Any], warnings: Sequence[str]) -> None:
+        with self._lock:
+            writer = self._writer
+            if writer is None or writer.closed:
+                return
+            if fields:
+                obj: dict[str, Any] = {"v": _V, "seq": 0, "t": self._clock(), "type": "sample"}
+                obj.update(fields)
+                writer.append_raw(obj)
+            for message in warnings:
+                self._warn_locked(message)
+
+    @contextmanager
+    def window(self) -> Iterator[ProcessRecorder]:
+        """The measured window: energy counter at both ends, background sampling in between.
+
+        Only one window per process (the format measures one span). On leaving, a counter
+        that reset or failed is left out of ``window_ended``, so the aggregator integrates the
+        power samples instead.
+        """
+        writer = self._require_writer()
+        if self._in_window or self._window_done:
+            raise LedgerError("only one window() per recorder")
+        assert self._reader is not None
+        reader = self._reader
+        with self._lock:
+            start_mj = self._read_energy_locked("window start")
+            obj: dict[str, Any] = {"v": _V, "seq": 0, "t": self._clock(), "type": "window_started"}
+            if start_mj is not None:
+                obj["energy_mj"] = start_mj
+            writer.append_raw(obj)
+        self._emit_sample(*reader.read())
+        sampler = Sampler(reader, self._emit_sample, sample_hz=self.sample_hz)
+        self._sampler = sampler
+        self._in_window = True
+        sampler.start()
+        try:
+            yield self
+        finally:
+            self._in_window = False
+            self._window_done = True
+            sampler.stop()
+            self.sampler_cpu_sec, self.samples = sampler.cpu_sec, sampler.samples
+            self._end_window(writer, reader, sampler, start_mj)
+
+    def _end_window(
+        self, writer: EventLogWriter, reader: DeviceReader, sampler: Sampler, start_mj: int | None
+    ) -> None:
+        self._emit_sample(*reader.read())
+        with self._lock:
+            if writer.closed:
+                return
+            end_mj = self._read_energy_locked("window end")
+            obj: dict[str, Any] = {"v": _V, "seq": 0, "t": self._clock(), "type": "window_ended"}
+            if start_mj is not None and end_mj is not None and not reader.counter_reset:
+                obj["energy_mj"] = end_mj
+            writer.append_raw(obj)
+            if sampler.error is not None:
+                self._warn_locked(f"background sampler stopped early: {sampler.error}")
+            for message in reader.failure_summary():
+                self._warn_locked(message)
+
+    def request(
+        self,
+        latency_ms: float,
+        input_tokens: int,
+        output_tokens: int,
+        ttft_ms: float | None = None,
+        itl_ms: Sequence[float] | None = None,
+    ) -> None:
+        """Record one completed request (the hot path: no NVML, one dict, one append).
+
+        Raises:
+            LedgerError: outside ``window()``, or a value of the wrong type.
+        """
+        if not self._in_window:
+            raise LedgerError("request() outside window()")
+        obj = {
+            "v": _V,
+            "seq": 0,
+            "t": self._clock(),
+            "type": "request",
+            "latency_ms": latency_ms,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+        }
+        if (
+            type(input_tokens) is not int
+            or type(output_tokens) is not int
+            or (type(latency_ms) is not float and type(latency_ms) is not int)
+            or input_tokens < 0
+            or output_tokens < 0
+            or not 0.0 <= latency_ms < _INF
+        ):
+            _normalise_request(obj)
+        if ttft_ms is not None:
+            if type(ttft_ms) is not float:
+                ttft_ms = _number("ttft_ms", ttft_ms)
+            if not 0.0 <= ttft_ms < _INF:
+                raise LedgerError(f"ttft_ms must be finite and >= 0, got {ttft_ms}")
+            obj["ttft_ms"] = ttft_ms
+        if itl_ms is not None:
+            try:
+                values = array("d", itl_ms).tolist()
+            except TypeError:
+                raise LedgerError("itl_ms must be a sequence of numbers") from None
+            if not -_INF < sum(values) < _INF:  # JSON has no NaN or infinity
+                raise LedgerError("itl_ms must hold finite numbers")
+            obj["itl_ms"] = values
+        with self._lock:
+            self._writer.append_raw(obj)  # type: ignore[union-attr]
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool):
+        raise LedgerError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise LedgerError(f"{name} must be a number, got {value!r}") from None
+
+
+def _normalise_request(obj: dict[str, Any]) -> None:
+    """Coerce numpy scalars and the like; reject bools, negatives and non-numbers."""
+    obj["latency_ms"] = _number("latency_ms", obj["latency_ms"])
+    if not 0.0 <= obj["latency_ms"] < _INF:
+        raise LedgerError(f"latency_ms must be finite and >= 0, got {obj['latency_ms']}")
+    for name in ("input_tokens", "output_tokens"):
+        value = obj[name]
+        if isinstance(value, bool):
+            raise LedgerError(f"{name} must be an int, got {value!r}")
+        try:
+            obj[name] = value.__index__()
+        except (AttributeError, TypeError):
+            raise LedgerError(f"{name} must be an int, got {value!r}") from None
+        if obj[name] < 0:
+            raise LedgerError(f"{name} must be >= 0, got {obj[name]}")
+
+
+__all__ = ["LaunchInfo", "ProcessRecorder", "config_hash", "launch_from_env"]

@@ -1,0 +1,112 @@
+"""Tests for energy_ledger.core.stats: percentiles (numpy's linear method) and means."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energy_ledger.core.stats import Summary, mean, percentile_sorted, summarize
+
+
+class TestPercentileSorted:
+    """``percentile_sorted`` interpolates linearly between closest ranks."""
+
+    @pytest.mark.parametrize(
+        ("values", "q", "expected"),
+        [
+            ([7.0], 0.0, 7.0),
+            ([7.0], 50.0, 7.0),
+            ([7.0], 100.0, 7.0),
+            ([1.0, 2.0, 3.0, 4.0], 0.0, 1.0),
+            ([1.0, 2.0, 3.0, 4.0], 100.0, 4.0),
+            ([1.0, 2.0, 3.0, 4.0], 50.0, 2.5),  # h = 1.5
+            ([1.0, 2.0, 3.0, 4.0], 25.0, 1.75),  # h = 0.75
+            ([1.0, 2.0, 3.0, 4.0], 75.0, 3.25),  # h = 2.25
+            ([1.0, 2.0, 3.0, 4.0, 5.0], 50.0, 3.0),  # h = 2, no interpolation
+            ([1.0, 2.0, 3.0, 4.0, 5.0], 95.0, 4.8),  # h = 3.8
+            ([1.0, 2.0, 3.0, 4.0, 5.0], 99.0, 4.96),  # h = 3.96
+            ([0.0, 10.0], 33.0, 3.3),
+            ([10.0, 20.0, 30.0], 90.0, 28.0),  # h = 1.8
+            ([-5.0, 5.0], 50.0, 0.0),
+            ([2.0, 2.0, 2.0, 9.0], 50.0, 2.0),
+            ([1, 3], 50.0, 2.0),
+        ],
+    )
+    def test_hand_computed_values(self, values: list[float], q: float, expected: float) -> None:
+        """The result matches a value computed by hand with ``h = (n - 1) * q / 100``."""
+        assert percentile_sorted(values, q) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+    def test_returns_a_float(self) -> None:
+        """Integer inputs give a float result."""
+        assert type(percentile_sorted([1, 2, 3], 50.0)) is float
+
+    def test_no_values(self) -> None:
+        """The percentile of nothing raises ``ValueError``."""
+        with pytest.raises(ValueError, match="no values"):
+            percentile_sorted([], 50.0)
+
+    @pytest.mark.parametrize("q", [-0.1, 100.1, math.inf, -math.inf, math.nan])
+    def test_q_out_of_range(self, q: float) -> None:
+        """A percentile outside [0, 100] raises ``ValueError``."""
+        with pytest.raises(ValueError, match="percentile"):
+            percentile_sorted([1.0, 2.0], q)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        data=st.lists(
+            st.floats(min_value=1.0, max_value=1e6, allow_nan=False), min_size=2, max_size=200
+        )
+    )
+    def test_matches_statistics_quantiles_inclusive(self, data: list[float]) -> None:
+        """Percentiles 1..99 equal ``statistics.quantiles(n=100, method="inclusive")``."""
+        ordered = sorted(data)
+        reference = statistics.quantiles(data, n=100, method="inclusive")
+        ours = [percentile_sorted(ordered, q) for q in range(1, 100)]
+        assert ours == pytest.approx(reference, rel=1e-12)
+
+
+class TestMean:
+    """``mean`` is the exactly rounded arithmetic mean."""
+
+    @pytest.mark.parametrize(
+        ("values", "expected"),
+        [
+            ([5.0], 5.0),
+            ([1.0, 2.0, 3.0, 4.0], 2.5),
+            ([1, 2], 1.5),
+            ([1e100, 1.0, -1e100], 1.0 / 3.0),
+            ([0.1] * 10, 0.1),
+        ],
+    )
+    def test_values(self, values: list[float], expected: float) -> None:
+        """The mean matches a hand-computed value, without cancellation error."""
+        assert mean(values) == pytest.approx(expected, rel=1e-15)
+
+    def test_order_does_not_matter(self) -> None:
+        """The mean of a permutation is bit-for-bit the same."""
+        values = [1e16, 1.0, -1e16, 3.5, 0.25, 7e-3]
+        assert mean(values) == mean(list(reversed(values))) == mean(sorted(values))
+
+    def test_no_values(self) -> None:
+        """The mean of nothing raises ``ValueError``."""
+        with pytest.raises(ValueError, match="no values"):
+            mean([])
+
+
+class TestSummarize:
+    """``summarize`` sorts once and reports the usual statistics."""
+
+    def test_unsorted_input(self) -> None:
+        """Unsorted values give the statistics of their sorted order."""
+        summary = summarize([5.0, 1.0, 4.0, 2.0, 3.0])
+        assert summary == Summary(
+            mean=3.0, median=3.0, p95=4.8, p99=pytest.approx(4.96), min=1.0, max=5.0, count=5
+        )
+
+    def test_no_values(self) -> None:
+        """Nothing to summarise gives ``None``."""
+        assert summarize([]) is None

@@ -1,0 +1,105 @@
+"""The watcher's configuration: TOML < environment < flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from energy_ledger.daemon.config import ConfigError, WatchConfig, load_watch_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class TestLayers:
+    """Each layer overrides the one before it."""
+
+    def test_defaults(self) -> None:
+        """No file, no environment, no flags: the documented defaults."""
+        config = load_watch_config(None, {}, {})
+        assert config == WatchConfig()
+        assert config.polling is None and config.poll_interval_sec == 1.0
+        assert config.lease_timeout_sec == 30.0 and config.stale_after_sec == 3600.0
+
+    def test_file_then_env_then_flags(self, tmp_path: Path) -> None:
+        """A flag beats an environment variable, which beats the file."""
+        path = tmp_path / "w.toml"
+        path.write_text(
+            '[watch]\npoll_interval_sec = 5\npolling = true\non_emit = "notify --x"\n'
+            'state_dir = "state"\nstale_after_sec = 60\n'
+        )
+        env = {"ENERGY_LEDGER_POLL_INTERVAL": "2.5", "ENERGY_LEDGER_POLLING": "auto"}
+        config = load_watch_config(path, env, {"stale_after_sec": 7, "on_emit": None})
+        assert config.poll_interval_sec == 2.5
+        assert config.polling is None
+        assert config.on_emit == "notify --x"
+        assert config.hook_argv() == ["notify", "--x"]
+        assert config.state_dir == tmp_path / "state"
+        assert config.stale_after_sec == 7.0
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [("1", True), ("true", True), ("off", False), ("no", False), ("auto", None)],
+    )
+    def test_polling_env(self, value: str, expected: bool | None) -> None:
+        """ENERGY_LEDGER_POLLING takes true/false/auto spellings."""
+        assert load_watch_config(None, {"ENERGY_LEDGER_POLLING": value}, {}).polling is expected
+
+    def test_other_env_vars(self) -> None:
+        """The common settings have environment variables."""
+        env = {
+            "ENERGY_LEDGER_ON_EMIT": "hook 'a b'",
+            "ENERGY_LEDGER_STATE_DIR": "/var/lib/el",
+            "ENERGY_LEDGER_RECOVER_STALE": "yes",
+            "ENERGY_LEDGER_LEASE_TIMEOUT": "12",
+            "ENERGY_LEDGER_LOG_FORMAT": "json",
+        }
+        config = load_watch_config(None, env, {})
+        assert config.hook_argv() == ["hook", "a b"]
+        assert config.state_dir == Path("/var/lib/el")
+        assert config.recover_stale is True
+        assert config.lease_timeout_sec == 12.0
+        assert config.log_format == "json"
+
+    def test_shipped_default_file_loads(self) -> None:
+        """config/energy-ledger.toml is valid and matches the defaults."""
+        assert load_watch_config(REPO / "config" / "energy-ledger.toml", {}, {}) == WatchConfig()
+
+
+class TestErrors:
+    """Bad configuration is a ConfigError naming the problem."""
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ("[watch]\npoll_interval = 1\n", "unknown setting"),
+            ("[watch]\npoll_interval_sec = 0\n", "must be > 0"),
+            ("[watch]\npoll_interval_sec = 'fast'\n", "number of seconds"),
+            ("[watch]\npolling = 'sometimes'\n", "true, false or auto"),
+            ("[watch]\nlog_format = 'xml'\n", "log_format"),
+            ('[watch]\non_emit = "unbalanced \'quote"\n', "on_emit"),
+            ("[watch\n", "not valid TOML"),
+            ("watch = 3\n", "must be a table"),
+        ],
+    )
+    def test_bad_file(self, tmp_path: Path, text: str, message: str) -> None:
+        """Each mistake is reported with a useful message."""
+        path = tmp_path / "w.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_watch_config(path, {}, {})
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A config file that does not exist is an error, not silently skipped."""
+        with pytest.raises(ConfigError, match="cannot read"):
+            load_watch_config(tmp_path / "nope.toml", {}, {})
+
+    def test_unknown_flag(self) -> None:
+        """An override for a setting that does not exist is refused."""
+        with pytest.raises(ConfigError, match="unknown watch setting"):
+            load_watch_config(None, {}, {"poll": 1})
+
+    def test_bad_env(self) -> None:
+        """A malformed environment variable names itself."""
+        with pytest.raises(ConfigError, match="ENERGY_LEDGER_POLL_INTERVAL"):
+            load_watch_config(None, {"ENERGY_LEDGER_POLL_INTERVAL": "soon"}, {})

@@ -1,0 +1,163 @@
+"""End-to-end: four recorder processes under torchrun-style variables, then the CLI (fake NVML)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from energy_ledger.gpu.fake import FakeNvml
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+WORLD_SIZE = 4
+
+WORKER = """
+import sys, time
+from energy_ledger.recorder.recorder import ProcessRecorder
+
+root, experiment_id, fail_rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with ProcessRecorder.from_env(root, experiment_id, sample_hz=20.0, snapshot_packages=False) as rec:
+    with rec.window():
+        for i in range(30):
+            time.sleep(0.01)
+            rec.request(latency_ms=10.0, input_tokens=5, output_tokens=7, ttft_ms=2.0)
+            if i == 15 and rec.launch.process_index == fail_rank:
+                raise RuntimeError("injected failure")
+"""
+
+
+def run_ranks(tmp_path: Path, fail_rank: int = -1) -> tuple[Path, list[int]]:
+    """Start WORLD_SIZE workers as torchrun would (one per fake GPU); return root and codes."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    root = tmp_path / "results"
+    base = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    base |= {
+        "PYTHONPATH": str(SRC),
+        "ENERGY_LEDGER_NVML": "fake",
+        "WORLD_SIZE": str(WORLD_SIZE),
+        "LOCAL_WORLD_SIZE": str(WORLD_SIZE),
+        "TORCHELASTIC_RUN_ID": "test-run-42",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(root), "exp4", str(fail_rank)],
+            env=base | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stderr=subprocess.PIPE,
+        )
+        for rank in range(WORLD_SIZE)
+    ]
+    codes = [p.wait(timeout=60) for p in procs]
+    for p in procs:
+        assert p.stderr is not None
+        p.stderr.close()
+    return root, codes
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m energy_ledger`` with this checkout's sources."""
+    env = os.environ | {"PYTHONPATH": str(SRC)}
+    return subprocess.run(
+        [sys.executable, "-m", "energy_ledger", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def log_events(root: Path, rank: int) -> list[dict[str, Any]]:
+    """The decoded events of one rank's log."""
+    path = root / "raw" / "exp4" / f"process_{rank}.events.jsonl"
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def window_edges(evs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The window_started and window_ended events."""
+    start = next(e for e in evs if e["type"] == "window_started")
+    end = next(e for e in evs if e["type"] == "window_ended")
+    return start, end
+
+
+@pytest.mark.slow
+class TestFourRanks:
+    def test_complete_ledger_and_energy(self, tmp_path: Path) -> None:
+        """Four ranks give a ledger that validate calls complete and replay aggregates to the
+        fake counter's delta summed over the four distinct GPUs."""
+        root, codes = run_ranks(tmp_path)
+        assert codes == [0] * WORLD_SIZE
+        validate = cli("validate", str(root / "raw" / "exp4"))
+        assert validate.returncode == 0, validate.stdout + validate.stderr
+        replay = cli("replay", str(root))
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        result = orjson.loads((root / "aggregated" / "exp4.json").read_bytes())
+
+        fake = FakeNvml(WORLD_SIZE)
+        logged_j = formula_j = 0.0
+        uuids = set()
+        for rank in range(WORLD_SIZE):
+            evs = log_events(root, rank)
+            uuids.add(evs[0]["gpu_uuid"])
+            start, end = window_edges(evs)
+            logged_j += (end["energy_mj"] - start["energy_mj"]) / 1000
+            device = fake.devices[rank]
+            formula_j += (device.energy_at(end["t"]) - device.energy_at(start["t"])) / 1000
+        assert len(uuids) == WORLD_SIZE
+        assert result["total_energy_j"] == pytest.approx(logged_j, rel=1e-12)
+        # The counter is read just before each edge is stamped: a few mJ at most.
+        assert result["total_energy_j"] == pytest.approx(formula_j, abs=0.02)
+        assert result["total_tokens"] == WORLD_SIZE * 30 * 12
+
+    def test_failed_rank_is_reported_by_recover(self, tmp_path: Path) -> None:
+        """A rank that raises leaves process_failed and no marker; validate says incomplete
+        and recover writes a partial result that names the failure."""
+        root, codes = run_ranks(tmp_path, fail_rank=1)
+        assert codes[1] != 0 and codes[0] == codes[2] == codes[3] == 0
+        evs = log_events(root, 1)
+        assert evs[-1]["type"] == "process_failed"
+        assert "injected failure" in evs[-1]["error"]
+        experiment = root / "raw" / "exp4"
+        assert not (experiment / "process_1.done").exists()
+        assert (experiment / "process_0.done").exists()
+        assert cli("validate", str(experiment)).returncode == 1
+        recover = cli("recover", str(experiment))
+        assert recover.returncode == 0, recover.stdout + recover.stderr
+        assert "process 1" in recover.stdout or "process_1" in recover.stdout
+        assert "injected failure" in recover.stdout
+        partial = orjson.loads((root / "aggregated" / "exp4.partial.json").read_bytes())
+        assert partial["total_energy_j"] > 0
+
+
+@pytest.mark.slow
+class TestExample:
+    def test_torchrun_example_runs_on_fake_nvml(self, tmp_path: Path) -> None:
+        """The torchrun example runs without a GPU when the launcher variables are set by hand."""
+        example = Path(__file__).resolve().parents[2] / "examples" / "torchrun_example.py"
+        env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+        env |= {
+            "PYTHONPATH": str(SRC),
+            "ENERGY_LEDGER_NVML": "fake",
+            "RANK": "0",
+            "WORLD_SIZE": "1",
+            "LOCAL_RANK": "0",
+            "ENERGY_LEDGER_RUN_ID": "example",
+        }
+        args = ["--root", str(tmp_path), "--requests", "20", "--baseline-sec", "0.2"]
+        done = subprocess.run(
+            [sys.executable, str(example), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "raw" / "torchrun-demo" / "process_0.done").exists()
