@@ -156,8 +156,12 @@ class TestCount:
         assert _has(report, "duplicate process indices: [0]")
 
     def test_index_at_or_above_world_size(self, make: Make) -> None:
-        """An index ``>= N`` is out of range and invalid."""
-        report = _check(make(0), make(1), make(2))
+        """A file index ``>= N`` is out of range and invalid.
+
+        A log cannot itself claim an index ``>= N`` (the format refuses it, see test_events),
+        so the third file here holds a valid log that says it is process 1.
+        """
+        report = _check(make(0), make(1), make(2, claims=1))
         assert report.out_of_range_indices == (2,)
         assert report.state == "invalid"
         assert _has(report, "process indices [2] are >= world size 2")

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from energy_ledger.core.events import parse_event
+from energy_ledger.core.decode import parse_event
 from energy_ledger.core.marker import parse_marker
 from energy_ledger.core.process import summarize_process
 from energy_ledger.core.replay import ReplayCursor, replay_bytes, replay_stream

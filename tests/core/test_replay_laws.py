@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from energy_ledger.core.events import parse_event
+from energy_ledger.core.decode import parse_event
 from energy_ledger.core.process import summarize_process
 from energy_ledger.core.replay import ReplayCursor, replay_stream
 from energy_ledger.core.state import ProcessState, apply
@@ -41,6 +41,7 @@ requests = st.builds(
     optional_number,
     st.none() | st.lists(numbers, max_size=5),
 )
+percent = st.none() | st.floats(min_value=0.0, max_value=100.0) | st.integers(0, 100)
 samples = st.builds(
     lambda power, energy, temp, util, mem, bits: {
         "type": "sample",
@@ -54,7 +55,7 @@ samples = st.builds(
     optional_number,
     optional_number,
     optional_number,
-    optional_number,
+    percent,
     optional_number,
     st.none() | throttle_bits,
 )

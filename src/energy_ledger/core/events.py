@@ -1,100 +1,143 @@
-"""Ledger events: frozen values with a ``type`` tag, and their wire form (format version 1).
+"""Ledger events (format version 1): the one definition of what a log line may hold.
 
-Each event kind is a frozen dataclass. ``parse_event`` turns one decoded JSON object into an event
-and ``event_to_dict`` turns an event back into the object a writer puts on one line. Both are pure.
-The replay's hot path does not build these objects for ``sample`` and ``request`` events (see
-``replay``); everything else goes through ``parse_event``.
+Each event kind is a frozen msgspec struct tagged by ``type``. The value rules of the format are
+declared on the fields (counts, latencies, power and energy are ``>= 0``; integers fit in 64
+bits; times are ``>= 0``), so the decoder checks them in C for every line, whichever way the
+line is read. msgspec's JSON decoder refuses numbers that overflow a float, so every float is
+finite. Two rules need code, in ``__post_init__``: a JSON object field may be nested at most
+``MAX_NESTING`` levels deep, and a process's index must be below its world size.
+
+``core.decode`` turns bytes into these values; ``core.state`` folds them. Constructing an event in
+Python does not check the field rules; ``make_event`` does (it decodes like a log line).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar
+import math
+from typing import Annotated, Any, ClassVar, Final
 
-from energy_ledger.exceptions import FormatError, UnsupportedVersionError
+import msgspec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 1
 """The ledger format version this package writes and the newest it reads."""
 
+MAX_NESTING: Final = 32
+"""Deepest nesting of objects and arrays a JSON object field (``effective_config``,
+``environment``) may have. Real configurations are a few levels deep; the bound keeps a
+hostile or broken line from exhausting the stack of every reader."""
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Envelope:
-    seq: int
-    t: float
-    v: int = FORMAT_VERSION
+_INT64_MAX: Final = 2**63 - 1
+
+Count = Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
+"""A count (tokens, iterations, an index): a non-negative 64-bit integer."""
+NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
+"""A physical magnitude that cannot be negative (ms, W, mJ, MB, FLOPs, seconds)."""
+Percent = Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
+Bits = Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
+"""A bitmask (NVML's clocks-event reasons; every defined bit is below bit 63)."""
+JsonObject = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProcessStarted(_Envelope):
+def _check_json(name: str, value: JsonObject | None) -> None:
+    """Refuse a JSON object field nested deeper than ``MAX_NESTING`` or holding a non-finite float.
+
+    Iterative, so the check itself cannot exhaust the stack.
+    """
+    if value is None:
+        return
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"field {name!r} holds a non-finite number")
+            continue
+        if depth > MAX_NESTING:
+            raise ValueError(f"field {name!r} is nested deeper than {MAX_NESTING} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
+class _Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="type"):
+    """Fields every event carries: format version, sequence number, UNIX time in seconds."""
+
+    TYPE: ClassVar[str]
+    v: Annotated[int, msgspec.Meta(ge=FORMAT_VERSION, le=FORMAT_VERSION)] = FORMAT_VERSION
+    seq: Count
+    t: NonNegative
+
+
+class ProcessStarted(_Envelope, tag="process_started", frozen=True):
     """First event of every log (``seq`` 0): who this process is and what it measures."""
 
-    TYPE: ClassVar[str] = "process_started"
     experiment_id: str
     run_id: str
-    process_index: int
-    world_size: int
-    gpu_id: int
+    process_index: Count
+    world_size: Annotated[int, msgspec.Meta(ge=1, le=_INT64_MAX)]
+    gpu_id: Count
     gpu_uuid: str | None = None
     gpu_name: str | None = None
     gpu_is_mig: bool = False
     gpu_mig_profile: str | None = None
     hostname: str | None = None
-    pid: int | None = None
+    pid: Count | None = None
     backend: str = "pytorch"
     backend_version: str | None = None
     config_name: str | None = None
     model_name: str | None = None
     measurement_config_hash: str | None = None
     measurement_methodology: str = "total"
-    effective_config: dict[str, Any] | None = None
-    environment: dict[str, Any] | None = None
+    effective_config: JsonObject | None = None
+    environment: JsonObject | None = None
+
+    def __post_init__(self) -> None:
+        if self.process_index >= self.world_size:
+            raise ValueError(
+                f"process_index {self.process_index} is not below world_size {self.world_size}"
+            )
+        _check_json("effective_config", self.effective_config)
+        _check_json("environment", self.environment)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Baseline(_Envelope):
+class Baseline(_Envelope, tag="baseline", frozen=True):
     """Idle power of this process's GPU, measured before the window (or taken from a cache)."""
 
-    TYPE: ClassVar[str] = "baseline"
-    power_w: float
-    duration_sec: float
+    power_w: NonNegative
+    duration_sec: NonNegative
     method: str | None = None
     measured_at: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Warmup(_Envelope):
+class Warmup(_Envelope, tag="warmup", frozen=True):
     """Outcome of the warm-up phase (the fields of ``WarmupResult``)."""
 
-    TYPE: ClassVar[str] = "warmup"
     converged: bool
-    final_cv: float
-    iterations_completed: int
-    target_cv: float
-    max_prompts: int
-    latencies_ms: tuple[float, ...] = ()
-    thermal_floor_wait_s: float = 0.0
+    final_cv: NonNegative
+    iterations_completed: Count
+    target_cv: NonNegative
+    max_prompts: Count
+    latencies_ms: tuple[NonNegative, ...] = ()
+    thermal_floor_wait_s: NonNegative = 0.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WindowStarted(_Envelope):
+class WindowStarted(_Envelope, tag="window_started", frozen=True):
     """Start of the measured window, with the NVML energy counter read at that moment."""
 
-    TYPE: ClassVar[str] = "window_started"
-    energy_mj: float | None = None
+    energy_mj: NonNegative | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Sample(_Envelope):
+class Sample(_Envelope, tag="sample", frozen=True):
     """One reading of the background sampler."""
 
-    TYPE: ClassVar[str] = "sample"
-    power_w: float | None = None
-    energy_mj: float | None = None
+    power_w: NonNegative | None = None
+    energy_mj: NonNegative | None = None
     temperature_c: float | None = None
-    sm_util_pct: float | None = None
-    memory_used_mb: float | None = None
-    throttle_reasons: int | None = None
+    sm_util_pct: Percent | None = None
+    memory_used_mb: NonNegative | None = None
+    throttle_reasons: Bits | None = None
 
 
 SAMPLE_FIELDS = (
@@ -108,60 +151,48 @@ SAMPLE_FIELDS = (
 """The readings a ``sample`` carries, in field order (the sampler and the fake GPU use it)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Request(_Envelope):
+class Request(_Envelope, tag="request", frozen=True):
     """One completed inference request."""
 
-    TYPE: ClassVar[str] = "request"
-    latency_ms: float
-    input_tokens: int
-    output_tokens: int
-    ttft_ms: float | None = None
-    itl_ms: tuple[float, ...] | None = None
+    latency_ms: NonNegative
+    input_tokens: Count
+    output_tokens: Count
+    ttft_ms: NonNegative | None = None
+    itl_ms: tuple[NonNegative, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WindowEnded(_Envelope):
+class WindowEnded(_Envelope, tag="window_ended", frozen=True):
     """End of the measured window, with the NVML energy counter read at that moment."""
 
-    TYPE: ClassVar[str] = "window_ended"
-    energy_mj: float | None = None
+    energy_mj: NonNegative | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Compute(_Envelope):
+class Compute(_Envelope, tag="compute", frozen=True):
     """FLOPs and memory figures of the measured work."""
 
-    TYPE: ClassVar[str] = "compute"
-    flops_total: float
-    peak_memory_mb: float | None = None
-    model_memory_mb: float | None = None
+    flops_total: NonNegative
+    peak_memory_mb: NonNegative | None = None
+    model_memory_mb: NonNegative | None = None
     flops_method: str | None = None
     flops_confidence: str | None = None
     compute_precision: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WarningEvent(_Envelope):
+class WarningEvent(_Envelope, tag="warning", frozen=True):
     """A warning the writer wants carried into the result."""
 
-    TYPE: ClassVar[str] = "warning"
     message: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProcessFinished(_Envelope):
+class ProcessFinished(_Envelope, tag="process_finished", frozen=True):
     """Last event of a process that completed its work."""
 
-    TYPE: ClassVar[str] = "process_finished"
     status: str = "ok"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProcessFailed(_Envelope):
+class ProcessFailed(_Envelope, tag="process_failed", frozen=True):
     """Last event of a process that raised; it writes no marker."""
 
-    TYPE: ClassVar[str] = "process_failed"
     error: str
 
 
@@ -179,140 +210,52 @@ Event = (
     | ProcessFailed
 )
 
-EVENT_CLASSES: dict[str, type[Event]] = {
-    cls.TYPE: cls
-    for cls in (
-        ProcessStarted,
-        Baseline,
-        Warmup,
-        WindowStarted,
-        Sample,
-        Request,
-        WindowEnded,
-        Compute,
-        WarningEvent,
-        ProcessFinished,
-        ProcessFailed,
-    )
-}
+EVENT_CLASSES: dict[str, type[Event]] = {}
+for _cls in (
+    ProcessStarted,
+    Baseline,
+    Warmup,
+    WindowStarted,
+    Sample,
+    Request,
+    WindowEnded,
+    Compute,
+    WarningEvent,
+    ProcessFinished,
+    ProcessFailed,
+):
+    _cls.TYPE = str(_cls.__struct_config__.tag)
+    EVENT_CLASSES[_cls.TYPE] = _cls
 
 
-class UnknownEventType(Exception):
-    """Raised by ``parse_event`` for a ``type`` this version does not know (skipped upstream)."""
+class UnknownEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A line of a ``type`` this version does not know: folded as a count, its fields unread.
 
-    def __init__(self, type_name: object) -> None:
-        super().__init__(f"unknown event type {type_name!r}")
-        self.type_name = type_name
-
-
-# Field kinds for validation, keyed by the annotation text of the dataclass fields.
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check(name: str, annotation: str, value: object) -> object:
-    """Validate one field value against its annotation; return the value to store."""
-    optional = annotation.endswith(" | None")
-    base = annotation.removesuffix(" | None")
-    if value is None:
-        if optional:
-            return None
-        raise ValueError(f"field {name!r} must not be null")
-    if base == "float":
-        if _is_number(value):
-            return value
-    elif base == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif base == "str":
-        if isinstance(value, str):
-            return value
-    elif base == "bool":
-        if isinstance(value, bool):
-            return value
-    elif base == "dict[str, Any]":
-        if isinstance(value, dict):
-            return value
-    elif base == "tuple[float, ...]":
-        if isinstance(value, list | tuple) and all(_is_number(x) for x in value):
-            return tuple(value)
-    else:  # pragma: no cover - a new annotation without a rule is a programming error
-        raise AssertionError(f"no validation rule for {annotation}")
-    raise ValueError(f"field {name!r} must be {base}, got {type(value).__name__}")
-
-
-_FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    type_name: tuple(
-        (
-            f.name,
-            str(f.type),
-            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
-        )
-        for f in dataclasses.fields(cls)
-        if f.name not in ("seq", "t", "v")
-    )
-    for type_name, cls in EVENT_CLASSES.items()
-}
-
-
-def check_envelope(obj: dict[str, Any]) -> tuple[int, float, str]:
-    """Validate the envelope (``v``, ``seq``, ``t``, ``type``) of a decoded line.
-
-    Raises:
-        UnsupportedVersionError: ``v`` is newer than ``FORMAT_VERSION``.
-        FormatError: a field is missing or of the wrong type.
+    Newer writers may add event types; a reader skips them (with a warning) instead of refusing
+    the log, and the fold keeps the sequence numbering intact.
     """
-    v = obj.get("v")
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise FormatError(f"event has no valid format version 'v' (got {v!r})")
-    if v > FORMAT_VERSION:
-        raise UnsupportedVersionError(
-            f"event format version {v} is newer than this energy-ledger reads "
-            f"({FORMAT_VERSION}); upgrade energy-ledger"
-        )
-    seq = obj.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise FormatError(f"event has no valid 'seq' (got {seq!r})")
-    t = obj.get("t")
-    if not _is_number(t):
-        raise FormatError(f"event has no valid time 't' (got {t!r})")
-    type_name = obj.get("type")
-    if not isinstance(type_name, str):
-        raise FormatError(f"event has no 'type' string (got {type_name!r})")
-    return seq, float(t), type_name  # type: ignore[arg-type]
+
+    TYPE: ClassVar[str] = "unknown"
+    v: int
+    seq: int
+    t: float
+    type_name: str
 
 
-def parse_event(obj: dict[str, Any]) -> Event:
-    """Turn one decoded JSON object into a typed event.
+def field_names(cls: type[Event]) -> tuple[str, ...]:
+    """The fields of an event class after the envelope, in definition order."""
+    return tuple(name for name in cls.__struct_fields__ if name not in ("v", "seq", "t"))
 
-    Unknown keys are ignored (newer writers may add optional fields).
 
-    Raises:
-        UnknownEventType: the ``type`` is not one this version knows.
-        UnsupportedVersionError: the event's ``v`` is too new.
-        FormatError: the envelope or a field is invalid.
-    """
-    seq, t, type_name = check_envelope(obj)
-    cls = EVENT_CLASSES.get(type_name)
-    if cls is None:
-        raise UnknownEventType(type_name)
-    kwargs: dict[str, Any] = {"seq": seq, "t": t, "v": obj["v"]}
-    for name, annotation, required in _FIELDS[type_name]:
-        if name not in obj:
-            if required:
-                raise FormatError(f"{type_name} event lacks required field {name!r}")
-            continue
-        try:
-            kwargs[name] = _check(name, annotation, obj[name])
-        except ValueError as exc:
-            raise FormatError(f"{type_name} event: {exc}") from None
-    return cls(**kwargs)
+_FIELDS: dict[str, tuple[str, ...]] = {
+    name: field_names(cls) for name, cls in EVENT_CLASSES.items()
+}
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
     """The wire form of an event: envelope first, then its fields; ``None`` fields are left out."""
     out: dict[str, Any] = {"v": event.v, "seq": event.seq, "t": event.t, "type": event.TYPE}
-    for name, _annotation, _required in _FIELDS[event.TYPE]:
+    for name in _FIELDS[event.TYPE]:
         value = getattr(event, name)
         if value is None:
             continue
@@ -320,30 +263,26 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     return out
 
 
-def make_event(type_name: str, *, seq: int, t: float, **fields: Any) -> Event:
-    """Build an event of ``type_name`` from keyword fields, validating them like ``parse_event``."""
-    return parse_event({"v": FORMAT_VERSION, "seq": seq, "t": t, "type": type_name, **fields})
-
-
 __all__ = [
     "EVENT_CLASSES",
     "FORMAT_VERSION",
+    "MAX_NESTING",
     "SAMPLE_FIELDS",
     "Baseline",
     "Compute",
+    "Count",
     "Event",
+    "NonNegative",
     "ProcessFailed",
     "ProcessFinished",
     "ProcessStarted",
     "Request",
     "Sample",
-    "UnknownEventType",
+    "UnknownEvent",
     "Warmup",
     "WarningEvent",
     "WindowEnded",
     "WindowStarted",
-    "check_envelope",
     "event_to_dict",
-    "make_event",
-    "parse_event",
+    "field_names",
 ]
