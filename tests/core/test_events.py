@@ -6,9 +6,18 @@ from typing import Any
 
 import pytest
 
+from energy_ledger.core.decode import (
+    UnknownEventType,
+    decode_block,
+    decode_line,
+    make_event,
+    parse_event,
+    parse_record,
+)
 from energy_ledger.core.events import (
     EVENT_CLASSES,
     FORMAT_VERSION,
+    MAX_NESTING,
     Baseline,
     Compute,
     ProcessFailed,
@@ -23,7 +32,6 @@ from energy_ledger.core.events import (
     WindowStarted,
     event_to_dict,
 )
-from energy_ledger.core.decode import UnknownEventType, make_event, parse_event, parse_record
 from energy_ledger.exceptions import FormatError, UnsupportedVersionError
 
 
@@ -380,7 +388,6 @@ class TestEnvelope:
             parse_event(obj)
 
 
-
 class TestUnknownType:
     """Types this version does not know become ``UnknownEvent`` values the fold counts."""
 
@@ -401,3 +408,87 @@ class TestUnknownType:
         """A writer that names an unknown type gets a ``FormatError`` (nothing is written)."""
         with pytest.raises(FormatError, match="gpu_clock"):
             make_event("gpu_clock", seq=1, t=1.0)
+
+
+IMPOSSIBLE = [
+    ("request", "input_tokens", -1),
+    ("request", "output_tokens", 2**63),
+    ("request", "latency_ms", -0.5),
+    ("request", "ttft_ms", -1),
+    ("request", "itl_ms", [1.0, -2.0]),
+    ("sample", "power_w", -3.0),
+    ("sample", "energy_mj", -1),
+    ("sample", "sm_util_pct", 100.5),
+    ("sample", "memory_used_mb", -1),
+    ("sample", "throttle_reasons", -4),
+    ("baseline", "power_w", -60.0),
+    ("baseline", "duration_sec", -1),
+    ("warmup", "iterations_completed", -1),
+    ("warmup", "latencies_ms", [-1.0]),
+    ("window_started", "energy_mj", -5),
+    ("compute", "flops_total", -1e12),
+    ("process_started", "world_size", 0),
+    ("process_started", "gpu_id", -1),
+    ("process_started", "pid", -7),
+]
+
+
+class TestValueRules:
+    """The format's value rules are declared on the fields and checked on every line."""
+
+    @pytest.mark.parametrize(("type_name", "field", "value"), IMPOSSIBLE)
+    def test_impossible_value_is_a_format_error(
+        self, type_name: str, field: str, value: object
+    ) -> None:
+        """Negative counts, latencies, power or energy and out-of-range values are refused."""
+        with pytest.raises(FormatError, match=repr(field)):
+            parse_event({**FULL[type_name], field: value})
+
+    @pytest.mark.parametrize("value", [0, 1, 2**63 - 1])
+    def test_counts_cover_the_64_bit_range(self, value: int) -> None:
+        """Zero and every value up to the largest signed 64-bit integer are valid counts."""
+        assert parse_event({**FULL["request"], "input_tokens": value}).input_tokens == value
+
+    def test_negative_time_is_refused(self) -> None:
+        """An event time before 1970 is not a UNIX time."""
+        with pytest.raises(FormatError, match="'t'"):
+            parse_event({**FULL["warning"], "t": -1.0})
+
+    def test_index_must_be_below_world_size(self) -> None:
+        """A process cannot be process 4 of a world of 4."""
+        with pytest.raises(FormatError, match="not below world_size"):
+            parse_event({**FULL["process_started"], "process_index": 4, "world_size": 4})
+
+    @pytest.mark.parametrize("field", ["effective_config", "environment"])
+    def test_object_fields_are_nested_at_most_max_nesting(self, field: str) -> None:
+        """A configuration nested one level deeper than ``MAX_NESTING`` is refused."""
+        value: dict[str, Any] = {}
+        inner = value
+        for _ in range(MAX_NESTING - 1):
+            inner["a"] = {}
+            inner = inner["a"]
+        assert getattr(parse_event({**FULL["process_started"], field: value}), field) == value
+        inner["a"] = {}
+        with pytest.raises(FormatError, match=f"{field}.*nested deeper than {MAX_NESTING}"):
+            parse_event({**FULL["process_started"], field: value})
+
+    def test_deep_line_is_a_format_error_not_a_crash(self) -> None:
+        """A line nested 100,000 levels deep is a ``FormatError``, never a ``RecursionError``."""
+        line = b'{"v":1,"seq":1,"t":1.0,"type":"warning","message":"m","x":'
+        line += b"[" * 100_000 + b"]" * 100_000 + b"}"
+        with pytest.raises(FormatError, match="nested too deeply"):
+            decode_line(line)
+
+    def test_overflowing_float_is_refused(self) -> None:
+        """``1e999`` is not a finite number, so it is not a power reading."""
+        line = b'{"v":1,"seq":1,"t":1.0,"type":"sample","power_w":1e999}'
+        with pytest.raises(FormatError, match="too large for a 64-bit float"):
+            decode_line(line)
+
+    def test_integer_beyond_64_bits_is_refused(self) -> None:
+        """A token count of 2**64 is refused whether the line decodes alone or in a block."""
+        line = b'{"v":1,"seq":1,"t":1.0,"type":"request","latency_ms":1,'
+        line += b'"input_tokens":18446744073709551616,"output_tokens":1}'
+        with pytest.raises(FormatError, match="'input_tokens'"):
+            decode_line(line)
+        assert decode_block([line]) is None

@@ -74,6 +74,8 @@ def decode_line(line: bytes) -> Event | UnknownEvent:
     try:
         obj = _decode_any(line)
     except msgspec.DecodeError as exc:
+        if str(exc).startswith("Number out of range"):
+            raise FormatError("line holds a number too large for a 64-bit float") from None
         raise FormatError(f"line is not valid JSON ({exc})") from None
     except RecursionError:
         raise FormatError("line is nested too deeply to be an event") from None

@@ -137,12 +137,19 @@ _SEQ = operator.attrgetter("seq")
 
 
 def _in_order(next_seq: int, events: list[Event]) -> bool:
-    """True when ``events`` continue the log without a gap and none of them is its first event."""
-    return (
-        next_seq > 0
-        and list(map(_SEQ, events)) == list(range(next_seq, next_seq + len(events)))
-        and not any(type(e) is ProcessStarted for e in events)
-    )
+    """True when ``events`` continue the log without a gap, starting it where it must start.
+
+    The same rules as ``_order_problem``, for a whole block: consecutive ``seq`` from
+    ``next_seq``, and ``process_started`` exactly at ``seq`` 0.
+    """
+    if list(map(_SEQ, events)) != list(range(next_seq, next_seq + len(events))):
+        return False
+    rest = events
+    if next_seq == 0:
+        if type(events[0]) is not ProcessStarted:
+            return False
+        rest = events[1:]
+    return not any(type(e) is ProcessStarted for e in rest)
 
 
 def _order_problem(state: ProcessState, event: Event | UnknownEvent) -> str | None:

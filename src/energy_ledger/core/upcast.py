@@ -33,30 +33,32 @@ UPCASTERS: Mapping[int, Upcaster] = {1: v1_identity}
 one's; the current version's step is the identity."""
 
 
-def readable_versions(upcasters: Mapping[int, Upcaster] = UPCASTERS) -> tuple[int, ...]:
-    """The format versions a reader with these upcasters accepts, oldest first."""
-    return tuple(sorted(upcasters))
+def readable_versions(upcasters: Mapping[int, Upcaster] | None = None) -> tuple[int, ...]:
+    """The format versions a reader with these upcasters (default ``UPCASTERS``) accepts."""
+    return tuple(sorted(UPCASTERS if upcasters is None else upcasters))
 
 
 def upcast(
     record: Record,
     *,
-    upcasters: Mapping[int, Upcaster] = UPCASTERS,
+    upcasters: Mapping[int, Upcaster] | None = None,
     current: int = FORMAT_VERSION,
 ) -> Record:
     """Bring ``record`` (with an integer ``v`` no newer than ``current``) to version ``current``.
 
     Each step sees the record in its own version's shape and returns the next version's shape;
-    ``upcast`` sets ``v`` after each step, so a step only moves fields.
+    ``upcast`` sets ``v`` after each step, so a step only moves fields. ``upcasters`` defaults
+    to ``UPCASTERS``, looked up at each call.
 
     Raises:
         FormatError: no chain of steps leads from the record's version to ``current``.
     """
+    chain = UPCASTERS if upcasters is None else upcasters
     version = record["v"]
     while True:
-        step = upcasters.get(version)
+        step = chain.get(version)
         if step is None:
-            known = ", ".join(map(str, readable_versions(upcasters)))
+            known = ", ".join(map(str, readable_versions(chain)))
             raise FormatError(
                 f"event format version 'v' {version} is not one this energy-ledger reads "
                 f"(it reads {known})"
