@@ -49,7 +49,7 @@ def _start(root: Path, mode: list[str], log: Path) -> tuple[subprocess.Popen[byt
     started = time.monotonic()
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "energy_ledger.daemon.watcher", str(root), *mode],
+            [sys.executable, "-m", "energy_ledger", "watch", str(root), *mode],
             stdout=fh,
             stderr=subprocess.STDOUT,
             env=_env(),

@@ -203,6 +203,22 @@ class TestLayers:
             refused = sorted(n for n in ours if not _within(n, allowed))
             assert not refused, f"{path}: {refused}"
 
+    def test_daemon_imports_neither_recorder_nor_gpu(self) -> None:
+        """The daemon reads what GPU processes wrote; it never loads the code that wrote it."""
+        files = _layer_files("daemon")
+        assert files, "no modules found in daemon/"
+        for module, path in files:
+            names = _imports(path.read_text(encoding="utf-8"), _package_of(module, path))
+            refused = sorted(
+                n for n in names if _within(n, (f"{PACKAGE}.recorder", f"{PACKAGE}.gpu"))
+            )
+            assert not refused, f"{path}: {refused}"
+
+    def test_daemon_package_imports_nothing_eagerly(self) -> None:
+        """``daemon/__init__`` imports nothing, so reading status does not load the loop."""
+        source = (SRC / "daemon" / "__init__.py").read_text(encoding="utf-8")
+        assert _imports(source, f"{PACKAGE}.daemon") == set()
+
 
 def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """A cycle of the graph as a path that returns to its first node, or ``None``."""

@@ -6,10 +6,8 @@ Bad input must give a message and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +20,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 COMMANDS = {"replay", "recover", "validate", "status", "simulate", "schema", "show"}
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """Undo the CLI's logging set-up, so later tests' ``caplog`` still sees records."""
-    logger = logging.getLogger("energy_ledger")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture

@@ -1,19 +1,25 @@
-"""``energy-ledger watch``: the daemon started through the real command line."""
+"""``energy-ledger watch``: the daemon started through the real command line, its only way in."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from energy_ledger.cli import cli
+from energy_ledger.daemon.config import WatchConfig
 from energy_ledger.simulate import simulate
-from tests.daemon.test_watcher import child_env, read_status, wait_for
+from tests.helpers import child_env, read_status, wait_for
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _start(root: Path, *args: str) -> subprocess.Popen[str]:
@@ -47,7 +53,7 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 class TestWatchCommand:
-    """The ``watch`` command runs the daemon of the watcher module."""
+    """The ``watch`` command runs the daemon (``daemon.run.run_watch``)."""
 
     @pytest.mark.parametrize("mode", ["--polling", "--no-polling"])
     def test_emits_and_stops_on_sigterm(
@@ -91,6 +97,55 @@ class TestWatchCommand:
         bad = tmp_path / "bad.toml"
         bad.write_text("[watch]\npoll_interval_sec = -1\n")
         assert cli("watch", str(tmp_path), "--config", str(bad)) == 2
+
+
+class TestWatchFlags:
+    """Each flag of ``watch`` sets its one setting (the daemon is not started)."""
+
+    @pytest.mark.parametrize(
+        ("args", "name", "expected"),
+        [
+            (["--polling"], "polling", True),
+            (["--no-polling"], "polling", False),
+            (["--poll-interval", "0.25"], "poll_interval_sec", 0.25),
+            (["--reconcile-interval", "7"], "reconcile_interval_sec", 7.0),
+            (["--lease-timeout", "12"], "lease_timeout_sec", 12.0),
+            (["--stale-after", "90"], "stale_after_sec", 90.0),
+            (["--recover-stale"], "recover_stale", True),
+            (["--on-emit", "notify --channel x"], "on_emit", "notify --channel x"),
+            (["--log-format", "json"], "log_format", "json"),
+        ],
+    )
+    def test_flag_sets_its_setting(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        args: list[str],
+        name: str,
+        expected: Any,
+    ) -> None:
+        """The flag's value reaches ``run_watch``; every other setting keeps its default."""
+        for key in [k for k in os.environ if k.startswith("ENERGY_LEDGER_")]:
+            monkeypatch.delenv(key)
+        calls: list[tuple[Path, WatchConfig]] = []
+
+        def fake_run_watch(root: Path, config: WatchConfig) -> int:
+            calls.append((root, config))
+            return 0
+
+        monkeypatch.setattr("energy_ledger.daemon.run.run_watch", fake_run_watch)
+        assert cli("watch", str(tmp_path), *args) == 0
+        ((root, config),) = calls
+        assert root == tmp_path
+        assert getattr(config, name) == expected
+        assert dataclasses.replace(config, **{name: getattr(WatchConfig(), name)}) == WatchConfig()
+
+    def test_exit_code_of_the_daemon_is_the_commands(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A non-zero code from ``run_watch`` (3: the root is held) is the command's exit code."""
+        monkeypatch.setattr("energy_ledger.daemon.run.run_watch", lambda root, config: 3)
+        assert cli("watch", str(tmp_path)) == 3
 
 
 def _stop_after_exit(proc: subprocess.Popen[str]) -> tuple[int, str]:

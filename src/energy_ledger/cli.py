@@ -7,7 +7,6 @@ module sets up logging handlers and maps errors to messages and exit codes:
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
@@ -169,7 +168,8 @@ def status(
     root: Annotated[Path, typer.Argument(help="The results root.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """List the experiments under ROOT and their state."""
+    """List the experiments under ROOT and their state, and what the daemon reports."""
+    from energy_ledger.daemon.status import daemon_lines
     from energy_ledger.pipeline import root_status
 
     rows = root_status(root)
@@ -199,49 +199,19 @@ def status(
         table.add_row(r.experiment_id, r.state, r.action, r.detail)
     out.print(table)
     if daemon:
-        for line in _daemon_lines(daemon):
+        for line in daemon_lines(daemon):
             out.print(line)
 
 
-def _daemon_lines(view: dict[str, Any]) -> list[str]:
-    """The daemon's view of the root, as a few readable lines."""
-    lease = view.get("lease") or {}
-    st = view.get("status") or {}
-    state = "running" if view.get("running") else "not running"
-    age = view.get("heartbeat_age_sec")
-    lines = [
-        f"daemon: {state} (pid {lease.get('pid', '?')} on {lease.get('host', '?')}), "
-        f"{st.get('mode', '?')} on {st.get('filesystem', '?')}, "
-        f"heartbeat {age:.1f} s ago"
-        if isinstance(age, int | float)
-        else f"daemon: {state}",
-        f"  lag {st.get('lag_sec', '-')} s, {st.get('emitted', 0)} emitted, "
-        f"{st.get('partial', 0)} partial, {st.get('active_count', 0)} active, "
-        f"{len(st.get('stale') or [])} stale",
-    ]
-    hooks = st.get("hooks") or {}
-    if hooks:
-        lines.append(
-            f"  hooks: {hooks.get('done', 0)} done, {hooks.get('pending', 0)} pending, "
-            f"{hooks.get('running', 0)} running, {len(hooks.get('failed') or [])} failed"
-        )
-    lines.extend(f"  error: {e}" for e in st.get("errors") or [])
-    return lines
-
-
 def _daemon_view(root: Path) -> dict[str, Any] | None:
-    try:
-        watcher = importlib.import_module("energy_ledger.daemon.watcher")
-    except ImportError:
-        return None
-    daemon_status = getattr(watcher, "daemon_status", None)
-    if daemon_status is None:
-        return None
+    """The daemon's view of ``root`` (``running`` false when none runs); ``None`` if unreadable."""
+    from energy_ledger.daemon.status import daemon_status
+
     try:
         view = daemon_status(root)
     except (LedgerError, OSError):
         return None
-    return dict(view) if view else None
+    return view or None
 
 
 @app.command()
@@ -261,6 +231,10 @@ def watch(
     ] = None,
     poll_interval: Annotated[
         float | None, typer.Option("--poll-interval", help="Seconds between polls [1].")
+    ] = None,
+    reconcile_interval: Annotated[
+        float | None,
+        typer.Option("--reconcile-interval", help="Seconds between full rescans of ROOT [60]."),
     ] = None,
     on_emit: Annotated[
         str | None,
@@ -289,11 +263,12 @@ def watch(
     import os
 
     from energy_ledger.daemon.config import load_watch_config
-    from energy_ledger.daemon.watcher import run_watch
+    from energy_ledger.daemon.run import run_watch
 
     overrides: dict[str, Any] = {
         "polling": polling,
         "poll_interval_sec": poll_interval,
+        "reconcile_interval_sec": reconcile_interval,
         "on_emit": on_emit,
         "state_dir": state_dir,
         "stale_after_sec": stale_after,

@@ -1,4 +1,7 @@
-"""Log formatting for the command line and the daemon (``--log-format json``)."""
+"""Log formats for the handlers the command line sets up (``--log-format text|json``).
+
+Only ``cli`` imports this: library modules, the daemon's included, just get loggers.
+"""
 
 from __future__ import annotations
 

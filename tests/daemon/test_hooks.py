@@ -167,3 +167,37 @@ class TestIsolation:
         runner.close(grace_sec=0.1)
         assert state_of(store, "a") == "running"
         assert state_of(store, "b") == "pending"
+
+
+class TestResume:
+    """A new daemon reruns the hooks the last one left unfinished, and only those."""
+
+    def test_reruns_pending_and_running_hooks_only(
+        self,
+        tmp_path: Path,
+        store: StateStore,
+        runners: Callable[..., HookRunner],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Pending and running hooks run again; done, failed and hookless records are left."""
+        ran = tmp_path / "ran"
+        for experiment_id in ("pending", "running", "done", "failed"):
+            emit(store, experiment_id, tmp_path)
+        for experiment_id in ("running", "done", "failed"):
+            store.set_hook(experiment_id, experiment_id)  # type: ignore[arg-type]
+        store.record_emission("nohook", "complete", tmp_path / "nohook.json", with_hook=False)
+        with caplog.at_level("WARNING", logger="energy_ledger.daemon.hooks"):
+            runner = runners(f'echo "$2" >> {ran}', store)
+            assert runner.resume_unfinished() == 2
+            wait_for(
+                lambda: state_of(store, "pending") == state_of(store, "running") == "done",
+                "both unfinished hooks to run",
+            )
+        assert sorted(ran.read_text().split()) == ["pending", "running"]
+        assert [state_of(store, e) for e in ("done", "failed", "nohook")] == [
+            "done",
+            "failed",
+            "none",
+        ]
+        assert "running: its hook was running when the daemon stopped" in caplog.text
+        assert "pending: its hook was running" not in caplog.text

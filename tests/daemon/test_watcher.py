@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from energy_ledger.simulate import simulate
+from tests.helpers import child_env, read_status, wait_for
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 POLL = "0.1"
 
 # One writer process writes one rank of several experiments, flushing every few events, so the
@@ -50,43 +50,14 @@ echo "end $2 $(date +%s.%N)" >> "$HOOK_LOG"
 """
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment of a child: this checkout's ``src`` first, no ENERGY_LEDGER_* leaking in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENERGY_LEDGER_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p)
-    env.update(extra)
-    return env
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout_sec: float = 20.0) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout_sec``."""
-    deadline = time.monotonic() + timeout_sec
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def read_status(root: Path) -> dict[str, Any] | None:
-    """The daemon's status file, or None before it exists."""
-    try:
-        loaded: dict[str, Any] = json.loads((root / ".energy-ledger" / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return loaded
-
-
 class Daemon:
-    """A watcher process on ``root``; its output goes to a file (no pipe to leave unclosed)."""
+    """``energy-ledger watch ROOT`` as a process; its output goes to a file (no pipe left open)."""
 
     def __init__(self, root: Path, log_path: Path, args: list[str], env: dict[str, str]) -> None:
         self.root = root
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
-        cmd = [sys.executable, "-m", "energy_ledger.daemon.watcher", str(root)]
+        cmd = [sys.executable, "-m", "energy_ledger", "watch", str(root)]
         cmd += ["--poll-interval", POLL, "--reconcile-interval", "2", *args]
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env

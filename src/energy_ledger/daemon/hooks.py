@@ -67,6 +67,24 @@ class HookRunner:
             heapq.heappush(self._due, (time.monotonic() + delay_sec, self._counter, experiment_id))
             self._cond.notify()
 
+    def resume_unfinished(self) -> int:
+        """Schedule every hook a previous daemon left ``pending`` or ``running``; return how many.
+
+        A ``running`` record means that daemon stopped while the hook ran (or before it could
+        record the exit): the hook runs again, the one case where a hook runs twice.
+        """
+        resumed = 0
+        for record in list(self.store.records.values()):
+            if record.hook_state == "running":
+                logger.warning(
+                    "%s: its hook was running when the daemon stopped; running it again",
+                    record.experiment_id,
+                )
+            if record.hook_state in ("pending", "running"):
+                self.submit(record.experiment_id)
+                resumed += 1
+        return resumed
+
     @property
     def busy(self) -> int:
         """Hooks scheduled or running."""

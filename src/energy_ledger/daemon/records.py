@@ -1,9 +1,9 @@
-"""The watcher's durable state: which experiments were emitted, where each hook stands, status.
+"""The watcher's durable state: which experiments were emitted and where each hook stands.
 
 Format (version 1) under the state folder (``<root>/.energy-ledger`` unless configured)::
 
     emitted/<experiment_id>.json   one record per emitted experiment
-    status.json                    the daemon's view, rewritten while it runs
+    status.json                    the daemon's view, see ``energy_ledger.daemon.status``
     lease.json                     see ``energy_ledger.daemon.lease``
 
 A record is ``{"v": 1, "experiment_id", "kind": "complete"|"partial", "result": <path>,
@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 import orjson
 
-from energy_ledger.daemon.lease import LEASE_NAME, holder_is_dead, read_lease
 from energy_ledger.store.atomic import write_atomic
 from energy_ledger.store.layout import ResultsLayout, is_valid_experiment_id
 
@@ -36,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 EMITTED_DIR = "emitted"
-STATUS_NAME = "status.json"
 
 HookState = Literal["none", "pending", "running", "done", "failed"]
 Kind = Literal["complete", "partial"]
@@ -196,45 +194,3 @@ class StateStore:
 def state_dir_for(root: str | os.PathLike[str], state_dir: Path | None = None) -> Path:
     """The state folder of ``root``: ``state_dir`` when given, else ``<root>/.energy-ledger``."""
     return Path(os.path.abspath(state_dir)) if state_dir else ResultsLayout.at(root).state_dir
-
-
-def write_status(state_dir: Path, status: dict[str, Any]) -> None:
-    """Replace ``status.json`` atomically."""
-    write_atomic(
-        state_dir / STATUS_NAME,
-        orjson.dumps(status, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n",
-    )
-
-
-def daemon_status(
-    root: str | os.PathLike[str],
-    state_dir: Path | None = None,
-    *,
-    lease_timeout_sec: float | None = None,
-) -> dict[str, Any]:
-    """The watcher's view of ``root``, read from its status and lease files.
-
-    Returns a dict with ``running`` (a live daemon holds the lease), ``heartbeat_age_sec``,
-    ``lease`` (host, pid) and ``status`` (the last ``status.json``: ``lag_sec``, ``active``
-    experiments with their state and idle time, ``stale``, ``errors``, ``hooks``, counts), or
-    ``status: None`` when no daemon ever ran there.
-    """
-    folder = state_dir_for(root, state_dir)
-    status: dict[str, Any] | None
-    try:
-        loaded = orjson.loads((folder / STATUS_NAME).read_bytes())
-        status = loaded if isinstance(loaded, dict) else None
-    except (OSError, orjson.JSONDecodeError):
-        status = None
-    lease = read_lease(folder / LEASE_NAME)
-    timeout = lease_timeout_sec
-    if timeout is None:
-        timeout = float(status.get("lease_timeout_sec", 30.0)) if status else 30.0
-    running = lease is not None and holder_is_dead(lease, timeout) is None
-    return {
-        "state_dir": str(folder),
-        "running": running,
-        "lease": None if lease is None else {"host": lease.host, "pid": lease.pid},
-        "heartbeat_age_sec": None if lease is None else max(0.0, time.time() - lease.heartbeat_t),
-        "status": status,
-    }

@@ -1,61 +1,44 @@
-"""The watcher daemon: emit every complete experiment under a root exactly once, soon after it ends.
+"""The watcher's loop: emit every complete experiment under a root exactly once, soon after it ends.
 
 It builds on ``pipeline.process_experiment``, the code path ``replay`` uses, and keeps one
 ``LogTail`` per process log of each *active* (not yet emitted) experiment, so a change costs only
 the bytes appended. Changes come from inotify on local filesystems; on network filesystems, where
 other hosts' writes raise no local event, it polls the active experiments and lists ``raw/`` each
 interval. Either way a periodic full reconcile catches anything missed. Emitted experiments are
-recorded in the state store (``daemon_state``) and cost nothing afterwards; each has its
-``--on-emit`` hook run by ``hooks.HookRunner``. One daemon per root is enforced by ``lease``.
-
-``python -m energy_ledger.daemon.watcher ROOT [flags]`` runs it without the CLI (for debugging and
-tests);
-the flags are those of ``energy-ledger watch``.
+recorded in the state store and cost nothing afterwards. The rest of ``daemon/`` is what the loop
+uses: ``sources`` and ``changes`` (what changed), ``records`` (what was emitted), ``hooks``
+(``--on-emit``), ``lease`` (one daemon per root), ``status`` (``status.json``); ``run`` adds the
+signals and exit codes around it and is what ``energy-ledger watch`` calls.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import logging
 import os
-import signal
-import socket
-import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from energy_ledger.daemon.config import WatchConfig, load_watch_config
+from energy_ledger.daemon.changes import DirProbe, PendingChanges
+from energy_ledger.daemon.config import WatchConfig
 from energy_ledger.daemon.hooks import HookRunner
 from energy_ledger.daemon.lease import Lease
-from energy_ledger.daemon.records import StateStore, daemon_status, state_dir_for, write_status
-from energy_ledger.daemon.sources import ROOT_EVENT, InotifySource, choose_polling
-from energy_ledger.exceptions import ConfigError, LeaseHeldError, LeaseLostError, LedgerError
-from energy_ledger.logfmt import JsonLogFormatter, text_formatter
+from energy_ledger.daemon.records import StateStore, state_dir_for
+from energy_ledger.daemon.sources import InotifySource, choose_polling
+from energy_ledger.daemon.status import MAX_LISTED, StatusFile, status_view
+from energy_ledger.exceptions import LeaseLostError, LedgerError
 from energy_ledger.pipeline import process_experiment, recover_experiment, up_to_date
 from energy_ledger.store.layout import ResultsLayout, is_valid_experiment_id
 from energy_ledger.store.reader import LogTail, list_experiments, newest_mtime
 
-__all__ = [
-    "EXIT_ERROR",
-    "EXIT_LEASE_HELD",
-    "EXIT_LEASE_LOST",
-    "EXIT_OK",
-    "WatchConfig",
-    "Watcher",
-    "daemon_status",
-    "load_watch_config",
-    "run_watch",
-]
+__all__ = ["EXIT_ERROR", "EXIT_LEASE_HELD", "EXIT_LEASE_LOST", "EXIT_OK", "Tracked", "Watcher"]
 
 logger = logging.getLogger(__name__)
 
+# The daemon's exit codes (``run.run_watch`` returns them); the loop ends with OK or LEASE_LOST.
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_LEASE_HELD = 3
@@ -66,8 +49,7 @@ MAX_WAIT_SEC = 0.5
 ACTIVE_SWEEP_SEC = 5.0
 """inotify mode: rescan the active experiments this often anyway (a missed event costs <= this)."""
 STATUS_MIN_INTERVAL_SEC = 0.5
-MAX_LISTED = 200
-"""At most this many active experiments and errors are listed in ``status.json``."""
+"""``status.json`` is rewritten at most this often between heartbeats."""
 
 
 @dataclass(slots=True)
@@ -83,9 +65,19 @@ class Tracked:
     recovered: bool = False
     reported: str = ""
 
+    def view(self, experiment_id: str, now: float) -> dict[str, Any]:
+        """Its row in the ``active`` list of ``status.json``."""
+        return {
+            "experiment_id": experiment_id,
+            "state": self.state,
+            "detail": self.detail,
+            "idle_sec": round(now - self.last_activity_t, 1),
+            "stale": self.stale,
+        }
+
 
 class Watcher:
-    """One daemon on one results root. Use :func:`run_watch`; ``run()`` blocks until stopped."""
+    """One daemon on one results root. Use ``run.run_watch``; ``run()`` blocks until stopped."""
 
     def __init__(
         self, root: str | os.PathLike[str], config: WatchConfig, stop_event: threading.Event
@@ -95,6 +87,7 @@ class Watcher:
         self.state_dir = state_dir_for(root, config.state_dir)
         self.stop = stop_event
         self.wake = threading.Event()
+        self.changes = PendingChanges(self.wake)
         self.store = StateStore(self.state_dir)
         self.lease = Lease(self.state_dir, config.lease_timeout_sec)
         self.hooks: HookRunner | None = None
@@ -106,39 +99,13 @@ class Watcher:
         self.errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_LISTED)
         self.started_t = time.time()
         self.last_lag_sec = 0.0
-        self._dirty: dict[str, float] = {}
-        self._dirty_lock = threading.Lock()
-        self._relist = False
-        self._last_status: dict[str, Any] | None = None
-        self._raw_signature: tuple[int, ...] = ()
-
-    # -- change intake (called from the observer thread too) -------------------------------
-    def mark(self, experiment_id: str) -> None:
-        """Note that an experiment (or, for ``ROOT_EVENT``, ``raw/`` itself) changed."""
-        with self._dirty_lock:
-            if experiment_id == ROOT_EVENT:
-                self._relist = True
-            else:
-                self._dirty.setdefault(experiment_id, time.monotonic())
-        self.wake.set()
+        self.status_file = StatusFile(self.state_dir)
+        self._raw_probe = DirProbe(self.layout.raw_dir)
 
     def _overflowed(self) -> None:
+        """inotify lost events (called on the observer thread): relist, rescan the active."""
         logger.warning("inotify dropped events; relisting %s", self.layout.raw_dir)
-        with self._dirty_lock:
-            self._relist = True
-            for experiment_id in self.active:
-                self._dirty.setdefault(experiment_id, time.monotonic())
-        self.wake.set()
-
-    def _take_dirty(self) -> tuple[dict[str, float], bool]:
-        with self._dirty_lock:
-            batch, self._dirty = self._dirty, {}
-            relist, self._relist = self._relist, False
-        return batch, relist
-
-    def _has_work(self) -> bool:
-        with self._dirty_lock:
-            return bool(self._dirty) or self._relist
+        self.changes.mark_all(self.active)
 
     # -- reporting --------------------------------------------------------------------------
     def _error(self, experiment_id: str | None, message: str) -> None:
@@ -206,11 +173,8 @@ class Watcher:
             return
         signature = tuple(sorted((i, t.size) for i, t in tracked.tails.items()))
         if signature != tracked.signature:
-            tracked.signature, tracked.last_activity_t, tracked.stale = (
-                signature,
-                time.time(),
-                False,
-            )
+            tracked.signature, tracked.last_activity_t = signature, time.time()
+            tracked.stale = False
         tracked.state, tracked.detail = outcome.state, outcome.detail
         self._report(experiment_id, tracked)
 
@@ -234,36 +198,21 @@ class Watcher:
         for experiment_id in listing.experiment_ids:
             if experiment_id in self.active:
                 if full:
-                    self.mark(experiment_id)
+                    self.changes.mark(experiment_id)
                 continue
             record = self.store.get(experiment_id)
             if record is not None and record.kind == "complete":
                 if full and not Path(record.result).exists():
-                    self.mark(experiment_id)
+                    self.changes.mark(experiment_id)
                 continue
             if record is None and up_to_date(self.layout, experiment_id):
                 # Emitted before this daemon kept records (``replay``, or a crash between the
                 # write and the record): record it without re-reading its logs.
                 self._emitted(experiment_id, "complete", self.layout.result_path(experiment_id))
                 continue
-            self.mark(experiment_id)
+            self.changes.mark(experiment_id)
         for experiment_id in [e for e in self.active if e not in present]:
             del self.active[experiment_id]
-
-    def _raw_changed(self) -> bool:
-        """Whether ``raw/`` changed since the last look (a new folder changes its mtime).
-
-        Listing a folder of thousands of experiments every poll would dominate the idle cost; a
-        ``stat`` is enough to tell. The full reconcile lists it regardless.
-        """
-        try:
-            st = os.stat(self.layout.raw_dir)
-            signature = (st.st_ino, st.st_mtime_ns, st.st_size, st.st_nlink)
-        except OSError:
-            return True
-        changed = signature != self._raw_signature
-        self._raw_signature = signature
-        return changed
 
     def _check_stale(self) -> None:
         now = time.time()
@@ -288,58 +237,25 @@ class Watcher:
                     continue
                 self._emitted(experiment_id, "partial", recovery.path)
 
-    def _status(self) -> dict[str, Any]:
-        now = time.time()
-        with self._dirty_lock:
-            oldest = min(self._dirty.values(), default=None)
-        lag = max(self.last_lag_sec, time.monotonic() - oldest if oldest is not None else 0.0)
-        active = [
-            {
-                "experiment_id": experiment_id,
-                "state": tracked.state,
-                "detail": tracked.detail,
-                "idle_sec": round(now - tracked.last_activity_t, 1),
-                "stale": tracked.stale,
-            }
-            for experiment_id, tracked in sorted(self.active.items())
-        ]
-        records = list(self.store.records.values())
-        return {
-            "v": 1,
-            "root": str(self.layout.root),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started_t": self.started_t,
-            "updated_t": now,
-            "mode": "polling" if self.polling else "inotify",
-            "filesystem": self.fs_type,
-            "poll_interval_sec": self.config.poll_interval_sec,
-            "lease_timeout_sec": self.config.lease_timeout_sec,
-            "lag_sec": round(lag, 3),
-            "emitted": sum(1 for r in records if r.kind == "complete"),
-            "partial": sum(1 for r in records if r.kind == "partial"),
-            "active_count": len(active),
-            "active": active[:MAX_LISTED],
-            "stale": [a["experiment_id"] for a in active if a["stale"]],
-            "rejected": [{"name": n, "reason": r} for n, r in sorted(self.rejected.items())],
-            "errors": list(self.errors),
-            "hooks": self.store.hook_counts(),
-            "stopped": self.stop.is_set(),
-        }
-
     def _write_status(self, *, force: bool) -> None:
-        status = self._status()
-        stable = {k: v for k, v in status.items() if k not in ("updated_t", "lag_sec", "active")}
-        stable["active"] = [
-            (a["experiment_id"], a["state"], a["detail"], a["stale"]) for a in status["active"]
-        ]
-        if not force and stable == self._last_status:
-            return
-        try:
-            write_status(self.state_dir, status)
-            self._last_status = stable
-        except LedgerError as exc:
-            logger.warning("cannot write the status file: %s", exc)
+        now = time.time()
+        oldest = self.changes.oldest_t()
+        lag = max(self.last_lag_sec, time.monotonic() - oldest if oldest is not None else 0.0)
+        status = status_view(
+            root=self.layout.root,
+            config=self.config,
+            mode="polling" if self.polling else "inotify",
+            filesystem=self.fs_type,
+            started_t=self.started_t,
+            now=now,
+            lag_sec=lag,
+            active=[t.view(e, now) for e, t in sorted(self.active.items())],
+            store=self.store,
+            rejected=self.rejected,
+            errors=self.errors,
+            stopped=self.stop.is_set(),
+        )
+        self.status_file.write(status, force=force)
 
     # -- lifecycle --------------------------------------------------------------------------
     def _start_source(self) -> None:
@@ -352,7 +268,7 @@ class Watcher:
                 self.fs_type,
             )
             return
-        source = InotifySource(self.layout.raw_dir, self.mark, self._overflowed)
+        source = InotifySource(self.layout.raw_dir, self.changes.mark, self._overflowed)
         try:
             source.start()
         except OSError as exc:
@@ -393,14 +309,7 @@ class Watcher:
                 backoff_sec=self.config.hook_backoff_sec,
                 timeout_sec=self.config.hook_timeout_sec,
             )
-            for record in list(self.store.records.values()):
-                if record.hook_state == "running":
-                    logger.warning(
-                        "%s: its hook was running when the daemon stopped; running it again",
-                        record.experiment_id,
-                    )
-                if record.hook_state in ("pending", "running"):
-                    self.hooks.submit(record.experiment_id)
+            self.hooks.resume_unfinished()
         self._start_source()
         try:
             return self._loop()
@@ -424,7 +333,7 @@ class Watcher:
         next_housekeeping = now
         while not self.stop.is_set():
             try:
-                if not self._has_work():
+                if not self.changes.waiting():
                     deadline = min(
                         next_sweep, next_reconcile, next_renew, next_status, next_housekeeping
                     )
@@ -432,16 +341,16 @@ class Watcher:
                 self.wake.clear()
                 if self.stop.is_set():
                     break
-                if self._has_work() and cfg.debounce_sec > 0:
+                if self.changes.waiting() and cfg.debounce_sec > 0:
                     self.stop.wait(cfg.debounce_sec)
                 self._drain()
                 now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + sweep_sec
-                    if self.polling and self._raw_changed():
+                    if self.polling and self._raw_probe.changed():
                         self._discover(full=False)
                     for experiment_id in list(self.active):
-                        self.mark(experiment_id)
+                        self.changes.mark(experiment_id)
                     self._drain()
                 if now >= next_reconcile:
                     next_reconcile = now + cfg.reconcile_interval_sec
@@ -476,10 +385,10 @@ class Watcher:
         return EXIT_OK
 
     def _drain(self) -> None:
-        batch, relist = self._take_dirty()
+        batch, relist = self.changes.take()
         if relist:
             self._discover(full=False)
-            more, _ = self._take_dirty()
+            more, _ = self.changes.take()
             for experiment_id, since in more.items():
                 batch.setdefault(experiment_id, since)
         for experiment_id, since in sorted(batch.items()):
@@ -491,80 +400,3 @@ class Watcher:
                 logger.exception("%s: unexpected error (skipped)", experiment_id)
                 self._error(experiment_id, f"internal error: {exc!r}")
             self.last_lag_sec = time.monotonic() - since
-
-
-@contextmanager
-def _stop_on_signals(stop: threading.Event, wake: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set ``stop`` (main thread only; elsewhere the caller stops us)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        wake.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def run_watch(
-    root: str | Path, config: WatchConfig, *, stop_event: threading.Event | None = None
-) -> int:
-    """Run the watcher on ``root`` until SIGTERM/SIGINT or ``stop_event``; return an exit code.
-
-    Returns:
-        ``EXIT_OK`` after a clean stop, ``EXIT_LEASE_HELD`` when another daemon runs on the root,
-        ``EXIT_LEASE_LOST`` when another daemon took the lease over, ``EXIT_ERROR`` otherwise.
-    """
-    watcher = Watcher(root, config, stop_event or threading.Event())
-    with _stop_on_signals(watcher.stop, watcher.wake):
-        try:
-            return watcher.run()
-        except LeaseHeldError as exc:
-            logger.error("%s", exc)
-            return EXIT_LEASE_HELD
-        except LedgerError as exc:
-            logger.error("%s", exc)
-            return EXIT_ERROR
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m energy_ledger.daemon.watcher``: the ``watch`` command without the CLI."""
-    parser = argparse.ArgumentParser(prog="python -m energy_ledger.daemon.watcher")
-    parser.add_argument("root", type=Path)
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--polling", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--poll-interval", dest="poll_interval_sec", type=float)
-    parser.add_argument("--reconcile-interval", dest="reconcile_interval_sec", type=float)
-    parser.add_argument("--on-emit")
-    parser.add_argument("--state-dir", type=Path)
-    parser.add_argument("--stale-after", dest="stale_after_sec", type=float)
-    parser.add_argument("--recover-stale", action="store_true", default=None)
-    parser.add_argument("--lease-timeout", dest="lease_timeout_sec", type=float)
-    parser.add_argument("--log-format", choices=["text", "json"])
-    args = vars(parser.parse_args(argv))
-    root, config_path = args.pop("root"), args.pop("config")
-    try:
-        config = load_watch_config(config_path, os.environ, args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    handler = logging.StreamHandler(sys.stderr)
-    if config.log_format == "json":
-        handler.setFormatter(JsonLogFormatter())
-    else:
-        handler.setFormatter(text_formatter())
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    return run_watch(root, config)
-
-
-if __name__ == "__main__":
-    # Re-import so that loggers and classes carry the module's real name, not ``__main__``.
-    from energy_ledger.daemon.watcher import main as _main
-
-    sys.exit(_main())

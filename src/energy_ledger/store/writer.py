@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 import orjson
 
-from energy_ledger.core.events import FORMAT_VERSION, Event, event_to_dict, make_event
+from energy_ledger.core.decode import make_event
+from energy_ledger.core.events import FORMAT_VERSION, Event, event_to_dict
 from energy_ledger.core.marker import Marker
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.store.atomic import fsync_dir, write_atomic
