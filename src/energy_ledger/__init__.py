@@ -1,15 +1,19 @@
 """energy-ledger: crash-safe event ledgers and late aggregation for multi-GPU energy results.
 
-The package only re-exports; see docs/architecture.md for what lives where.
+This module only re-exports what users call; everything else stays importable from its own
+module (docs/architecture.md says what lives where). ``ProcessRecorder`` is loaded on first
+use, so ``import energy_ledger`` on an aggregation host loads neither the recorder nor pynvml
+nor watchdog.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from energy_ledger._version import __version__
 from energy_ledger.core.aggregation import aggregate_results
-from energy_ledger.core.completeness import CompletenessReport, check_completeness
-from energy_ledger.core.events import FORMAT_VERSION
-from energy_ledger.core.process import ProcessSummary, summarize_process
-from energy_ledger.core.replay import ReplayCursor, replay_stream
 from energy_ledger.exceptions import (
+    ConfigError,
     FormatError,
     IncompleteExperimentError,
     LedgerError,
@@ -20,14 +24,25 @@ from energy_ledger.exceptions import (
 )
 from energy_ledger.models import ExperimentResult, RawProcessResult
 from energy_ledger.pipeline import recover_experiment, replay_root
-from energy_ledger.recorder.recorder import ProcessRecorder
-from energy_ledger.store.exporters import export_aggregated_to_csv, export_result_json
-from energy_ledger.store.reader import scan_experiment, validate_process_completeness
+from energy_ledger.store.exporters import export_aggregated_to_csv
+from energy_ledger.store.reader import validate_process_completeness
 from energy_ledger.store.writer import EventLogWriter
 
+if TYPE_CHECKING:
+    from energy_ledger.recorder.recorder import ProcessRecorder
+
+
+def __getattr__(name: str) -> Any:
+    """Load ``ProcessRecorder`` (and with it the GPU backend) only when it is asked for."""
+    if name == "ProcessRecorder":
+        from energy_ledger.recorder.recorder import ProcessRecorder
+
+        return ProcessRecorder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "FORMAT_VERSION",
-    "CompletenessReport",
+    "ConfigError",
     "EventLogWriter",
     "ExperimentResult",
     "FormatError",
@@ -36,20 +51,13 @@ __all__ = [
     "NvmlError",
     "NvmlUnavailableError",
     "ProcessRecorder",
-    "ProcessSummary",
     "RawProcessResult",
-    "ReplayCursor",
     "UnsafePathError",
     "UnsupportedVersionError",
     "__version__",
     "aggregate_results",
-    "check_completeness",
     "export_aggregated_to_csv",
-    "export_result_json",
     "recover_experiment",
     "replay_root",
-    "replay_stream",
-    "scan_experiment",
-    "summarize_process",
     "validate_process_completeness",
 ]

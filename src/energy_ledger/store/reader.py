@@ -19,8 +19,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from energy_ledger.core.completeness import CompletenessReport, ProcessEvidence, check_completeness
+from energy_ledger.core.legacy import summary_from_raw
 from energy_ledger.core.marker import parse_marker
-from energy_ledger.core.process import ProcessSummary, facts_of, summarize_process, summary_from_raw
+from energy_ledger.core.process import ProcessSummary, facts_of, summarize_process
 from energy_ledger.core.replay import ReplayCursor, replay_stream
 from energy_ledger.core.state import ProcessState
 from energy_ledger.exceptions import FormatError, LedgerError, UnsafePathError
