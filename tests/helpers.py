@@ -1,16 +1,21 @@
-"""Plain helpers shared by the tests that start the daemon as a real process.
+"""Plain helpers that tests in several folders share: child processes, waiting, event logs,
+compat schemas, clocks.
 
-They live here, not in a test module, so that no test module imports another.
+They are plain functions, imported where used (``from tests.helpers import read_events``), so
+that no test module imports another and no copy drifts from the others.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -42,3 +47,30 @@ def read_status(root: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return loaded
+
+
+RESULT_SCHEMA = "experiment_result_v2.0.schema.json"
+"""The compat JSON Schema of an aggregated result (in the ``compat_dir`` fixture's folder)."""
+
+RAW_PROCESS_SCHEMA = "raw_process_result_v2.0.schema.json"
+"""The compat JSON Schema of one process's raw result."""
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """Every line of an event log, decoded (a torn last line fails the test)."""
+    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines()]
+
+
+def compat_schema(compat_dir: Path, name: str) -> dict[str, Any]:
+    """One of the compat JSON Schemas (``RESULT_SCHEMA``, ``RAW_PROCESS_SCHEMA``), parsed."""
+    schema: dict[str, Any] = json.loads((compat_dir / name).read_bytes())
+    return schema
+
+
+def ticking_clock(start: float, step_sec: float = 1.0) -> Callable[[], float]:
+    """A clock that returns ``start``, then moves ``step_sec`` on at every call.
+
+    Give it to ``EventLogWriter.open`` (or a recorder) so that event times are known exactly.
+    """
+    ticks = itertools.count()
+    return lambda: start + step_sec * next(ticks)

@@ -203,21 +203,33 @@ class TestLayers:
             refused = sorted(n for n in ours if not _within(n, allowed))
             assert not refused, f"{path}: {refused}"
 
-    def test_daemon_imports_neither_recorder_nor_gpu(self) -> None:
-        """The daemon reads what GPU processes wrote; it never loads the code that wrote it."""
-        files = _layer_files("daemon")
-        assert files, "no modules found in daemon/"
+    @pytest.mark.parametrize(
+        ("layer", "forbidden"),
+        [
+            ("daemon", ("recorder", "gpu")),
+            ("recorder", ("daemon", "pipeline", "cli")),
+            ("store", ("daemon", "recorder", "gpu", "pipeline", "cli")),
+        ],
+    )
+    def test_shell_layers_keep_apart(self, layer: str, forbidden: tuple[str, ...]) -> None:
+        """The daemon never loads the code that wrote the logs; GPU processes never load the
+        daemon; the file layer serves both and depends on neither."""
+        files = _layer_files(layer)
+        assert files, f"no modules found in {layer}/"
+        prefixes = tuple(f"{PACKAGE}.{name}" for name in forbidden)
         for module, path in files:
             names = _imports(path.read_text(encoding="utf-8"), _package_of(module, path))
-            refused = sorted(
-                n for n in names if _within(n, (f"{PACKAGE}.recorder", f"{PACKAGE}.gpu"))
-            )
+            refused = sorted(n for n in names if _within(n, prefixes))
             assert not refused, f"{path}: {refused}"
 
-    def test_daemon_package_imports_nothing_eagerly(self) -> None:
-        """``daemon/__init__`` imports nothing, so reading status does not load the loop."""
-        source = (SRC / "daemon" / "__init__.py").read_text(encoding="utf-8")
-        assert _imports(source, f"{PACKAGE}.daemon") == set()
+    @pytest.mark.parametrize("layer", ["core", "store", "daemon", "recorder", "gpu"])
+    def test_subpackage_init_imports_nothing(self, layer: str) -> None:
+        """A subpackage's ``__init__`` holds only its docstring, so importing one module of it
+        loads nothing else (``import energy_ledger`` stays light)."""
+        source = (SRC / layer / "__init__.py").read_text(encoding="utf-8")
+        tree = ast.parse(source)
+        assert ast.get_docstring(tree), f"{layer}/__init__.py has no docstring"
+        assert _imports(source, f"{PACKAGE}.{layer}") == set()
 
 
 def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -24,6 +24,7 @@ from energy_ledger.cli import cli
 from energy_ledger.exceptions import LedgerError, UnsafePathError
 from energy_ledger.pipeline import Outcome, recover_experiment, replay_root
 from energy_ledger.simulate import simulate
+from tests.helpers import RESULT_SCHEMA, compat_schema
 
 EXP = "sim-0000"
 
@@ -48,15 +49,6 @@ def assert_nothing_emitted(root: Path) -> None:
     """No result file and no CSV were written under ``root``."""
     aggregated = root / "aggregated"
     assert not aggregated.exists() or sorted(os.listdir(aggregated)) == []
-
-
-@pytest.fixture
-def cli_logging() -> Iterator[None]:
-    """Undo the logging set-up ``cli`` does, so later tests' ``caplog`` still sees records."""
-    logger = logging.getLogger("energy_ledger")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture
@@ -346,8 +338,7 @@ class TestRecover:
         assert coverage["requests"] == len(truth.latencies_ms)
         assert coverage["measured_seconds"] > 0
         assert not (tmp_path / "aggregated" / f"{EXP}.json").exists()
-        schema = json.loads((compat_dir / "experiment_result_v2.0.schema.json").read_bytes())
-        jsonschema.Draft202012Validator(schema).validate(data)
+        jsonschema.Draft202012Validator(compat_schema(compat_dir, RESULT_SCHEMA)).validate(data)
 
     def test_failed_process(self, tmp_path: Path) -> None:
         """A process that wrote ``process_failed`` is reported as failed."""
@@ -369,7 +360,7 @@ class TestRecover:
 class TestUnwritableOutput:
     """A write that fails leaves a clear message, no temp file and the old result intact."""
 
-    @pytest.mark.usefixtures("cli_logging")
+    @pytest.mark.usefixtures("restore_logging")
     def test_aggregated_is_a_file(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """When ``aggregated`` is a regular file the outcome and the CLI say it cannot write."""
         (root / "aggregated").write_bytes(b"in the way\n")
@@ -382,7 +373,7 @@ class TestUnwritableOutput:
         assert "cannot emit" in captured.out
         assert "Traceback" not in captured.out + captured.err
 
-    @pytest.mark.usefixtures("cli_logging")
+    @pytest.mark.usefixtures("restore_logging")
     def test_replay_exit_code_when_writing_fails(self, root: Path) -> None:
         """``energy-ledger replay`` exits non-zero when it could not write a result."""
         (root / "aggregated").write_bytes(b"in the way\n")

@@ -29,15 +29,11 @@ from energy_ledger.models import (
     Timestamps,
     WarmupResult,
 )
+from tests.helpers import RAW_PROCESS_SCHEMA, RESULT_SCHEMA, compat_schema
 
 GPT2_FILE = "gpt2_pytorch_v2.0.json"
 START = datetime(2026, 3, 13, 14, 21, 11, 145237, tzinfo=UTC)
 END = datetime(2026, 3, 13, 14, 21, 15, 570627, tzinfo=UTC)
-
-
-def _load_schema(compat_dir: Path, name: str) -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads((compat_dir / name).read_text())
-    return schema
 
 
 def _validate(instance: Any, schema: dict[str, Any]) -> None:
@@ -146,7 +142,7 @@ class TestGpt2Compat:
 
     def test_gpt2_file_matches_compat_schema(self, compat_dir: Path) -> None:
         """The gpt2 file itself is valid against the compat schema, ignoring formats."""
-        schema = _load_schema(compat_dir, "experiment_result_v2.0.schema.json")
+        schema = compat_schema(compat_dir, RESULT_SCHEMA)
         jsonschema.Draft202012Validator(schema).validate(
             json.loads((compat_dir / GPT2_FILE).read_text())
         )
@@ -157,12 +153,12 @@ class TestExperimentResult:
 
     def test_dump_validates_against_compat_schema(self, compat_dir: Path) -> None:
         """A constructed result dumped to JSON mode satisfies the compat JSON Schema."""
-        schema = _load_schema(compat_dir, "experiment_result_v2.0.schema.json")
+        schema = compat_schema(compat_dir, RESULT_SCHEMA)
         _validate(_experiment().model_dump(mode="json"), schema)
 
     def test_key_order_matches_compat_schema(self, compat_dir: Path) -> None:
         """Dumped top-level keys follow the compat schema's property order exactly."""
-        schema = _load_schema(compat_dir, "experiment_result_v2.0.schema.json")
+        schema = compat_schema(compat_dir, RESULT_SCHEMA)
         assert list(_experiment().model_dump()) == list(schema["properties"])
 
     def test_schema_version_default(self) -> None:
@@ -200,7 +196,7 @@ class TestRawProcessResult:
 
     def test_dump_validates_against_compat_schema(self, compat_dir: Path) -> None:
         """A constructed process result satisfies the raw-process compat JSON Schema."""
-        schema = _load_schema(compat_dir, "raw_process_result_v2.0.schema.json")
+        schema = compat_schema(compat_dir, RAW_PROCESS_SCHEMA)
         _validate(_raw_process().model_dump(mode="json"), schema)
 
     def test_extra_top_level_key_rejected(self) -> None:

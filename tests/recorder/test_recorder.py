@@ -6,7 +6,6 @@ import fractions
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from energy_ledger.core.replay import replay_bytes
@@ -14,12 +13,9 @@ from energy_ledger.exceptions import LedgerError, NvmlUnavailableError
 from energy_ledger.gpu.fake import FakeFaults, FakeNvml, fake_uuid
 from energy_ledger.models import EnvironmentSnapshot
 from energy_ledger.recorder.launch import LaunchInfo, launch_from_env
-from energy_ledger.recorder.recorder import ProcessRecorder, config_hash
-
-
-def events(path: str | Path) -> list[dict[str, Any]]:
-    """Every event of a log, decoded."""
-    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines()]
+from energy_ledger.recorder.payloads import config_hash
+from energy_ledger.recorder.recorder import ProcessRecorder
+from tests.helpers import read_events
 
 
 def of_type(evs: list[dict[str, Any]], type_name: str) -> list[dict[str, Any]]:
@@ -147,7 +143,7 @@ class TestRecorderRun:
             assert rec.baseline(seconds=0.05) is not None
             with rec.window():
                 rec.request(latency_ms=10.0, input_tokens=4, output_tokens=8, itl_ms=[1, 2.5])
-        evs = events(rec.log_path)
+        evs = read_events(rec.log_path)
         kinds = [e["type"] for e in evs]
         assert kinds[0] == "process_started" and kinds[-1] == "process_finished"
         order = [k for k in kinds if k not in ("sample", "warning")]
@@ -169,7 +165,7 @@ class TestRecorderRun:
         """process_started names the run, the GPU by UUID, the config and a valid snapshot."""
         rec = recorder(tmp_path, fake=FakeNvml(4), spec=fake_uuid(2), config={"model_name": "m"})
         run_window(rec)
-        started = events(rec.log_path)[0]
+        started = read_events(rec.log_path)[0]
         assert started["run_id"] == "run-1" and started["gpu_uuid"] == fake_uuid(2)
         assert started["gpu_id"] == 2 and started["model_name"] == "m"
         assert started["measurement_config_hash"] == config_hash({"model_name": "m"})
@@ -180,7 +176,7 @@ class TestRecorderRun:
         """The window carries counter readings and the replay's energy is their delta."""
         rec = recorder(tmp_path)
         run_window(rec)
-        evs = events(rec.log_path)
+        evs = read_events(rec.log_path)
         start = of_type(evs, "window_started")[0]["energy_mj"]
         end = of_type(evs, "window_ended")[0]["energy_mj"]
         state = replay_bytes(Path(rec.log_path).read_bytes()).state
@@ -194,7 +190,7 @@ class TestRecorderRun:
         with pytest.raises(RuntimeError, match="boom"), rec, rec.window():
             rec.request(latency_ms=1.0, input_tokens=1, output_tokens=1)
             raise RuntimeError("boom")
-        evs = events(rec.log_path)
+        evs = read_events(rec.log_path)
         assert evs[-1] == {**evs[-1], "type": "process_failed", "error": "RuntimeError: boom"}
         assert of_type(evs, "window_ended")
         assert not Path(rec.log_path).with_name("process_0.done").exists()
@@ -204,7 +200,7 @@ class TestRecorderRun:
         rec = recorder(tmp_path)
         with pytest.raises(SystemExit), rec:
             raise SystemExit(0)
-        assert events(rec.log_path)[-1]["type"] == "process_finished"
+        assert read_events(rec.log_path)[-1]["type"] == "process_finished"
 
     def test_misuse(self, tmp_path: Path) -> None:
         """request() outside the window, a second window and a late baseline are refused."""
@@ -254,7 +250,7 @@ class TestRequestValues:
                 output_tokens=2,
                 ttft_ms=1,
             )
-        req = of_type(events(rec.log_path), "request")[0]
+        req = of_type(read_events(rec.log_path), "request")[0]
         assert (req["latency_ms"], req["input_tokens"], req["ttft_ms"]) == (1.5, 7, 1.0)
 
     @pytest.mark.parametrize(
@@ -276,7 +272,7 @@ class TestRequestValues:
         rec = recorder(tmp_path)
         with rec, rec.window(), pytest.raises(LedgerError):
             rec.request(**{**values, **kwargs})
-        assert not of_type(events(rec.log_path), "request")
+        assert not of_type(read_events(rec.log_path), "request")
 
 
 class TestNvmlFaults:
@@ -285,7 +281,7 @@ class TestNvmlFaults:
         fake = FakeNvml(1, faults=FakeFaults.parse("power_w@*;temperature_c@2,3,4"))
         rec = recorder(tmp_path, fake=fake)
         run_window(rec)
-        evs = events(rec.log_path)
+        evs = read_events(rec.log_path)
         messages = [w["message"] for w in of_type(evs, "warning")]
         assert any("power_w failed" in m for m in messages)
         assert any("temperature_c failed" in m for m in messages)
@@ -301,7 +297,7 @@ class TestNvmlFaults:
         rec = recorder(tmp_path, fake=FakeNvml(1, faults=FakeFaults.parse(faults)))
         with rec:
             assert (rec.baseline(seconds=0.1) is not None) is has_event
-        evs = events(rec.log_path)
+        evs = read_events(rec.log_path)
         assert bool(of_type(evs, "baseline")) is has_event
         assert any("power reads failed" in w["message"] for w in of_type(evs, "warning"))
 
@@ -309,7 +305,7 @@ class TestNvmlFaults:
         """A failed counter read at the window start leaves both edges without energy_mj."""
         rec = recorder(tmp_path, fake=FakeNvml(1, faults=FakeFaults.parse("energy_mj@2")))
         run_window(rec)
-        evs = events(rec.log_path)
+        evs = read_events(rec.log_path)
         assert "energy_mj" not in of_type(evs, "window_started")[0]
         assert "energy_mj" not in of_type(evs, "window_ended")[0]
         assert any("window start failed" in w["message"] for w in of_type(evs, "warning"))
@@ -319,7 +315,7 @@ class TestNvmlFaults:
         """A counter reset in the window drops energy_mj from window_ended and warns."""
         rec = recorder(tmp_path, fake=FakeNvml(1, faults=FakeFaults(counter_reset_at_read=4)))
         run_window(rec)
-        evs = events(rec.log_path)
+        evs = read_events(rec.log_path)
         assert "energy_mj" in of_type(evs, "window_started")[0]
         assert "energy_mj" not in of_type(evs, "window_ended")[0]
         assert sum("counter reset" in w["message"] for w in of_type(evs, "warning")) == 1
@@ -328,7 +324,7 @@ class TestNvmlFaults:
         """A GPU without the counter is said so once and only power is sampled."""
         rec = recorder(tmp_path, fake=FakeNvml(1, faults=FakeFaults(no_energy_counter=True)))
         run_window(rec)
-        evs = events(rec.log_path)
+        evs = read_events(rec.log_path)
         assert any("no NVML energy counter" in w["message"] for w in of_type(evs, "warning"))
         assert all("energy_mj" not in e for e in evs if e["type"] != "process_started")
         assert all("power_w" in s for s in of_type(evs, "sample"))
@@ -338,7 +334,7 @@ class TestNvmlFaults:
         fake = FakeNvml(1, mig_instances=2)
         rec = recorder(tmp_path, fake=fake, spec=fake.mig_devices[1].uuid)
         run_window(rec)
-        evs = events(rec.log_path)
+        evs = read_events(rec.log_path)
         started = evs[0]
         assert started["gpu_is_mig"] and started["gpu_mig_profile"] == "1g.10gb"
         assert started["gpu_uuid"] == fake_uuid(0)

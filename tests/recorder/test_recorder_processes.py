@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +11,8 @@ import orjson
 import pytest
 
 from energy_ledger.gpu.fake import FakeNvml
+from tests.helpers import child_env, read_events
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 WORLD_SIZE = 4
 
 WORKER = """
@@ -31,21 +30,26 @@ with ProcessRecorder.from_env(root, experiment_id, sample_hz=20.0, snapshot_pack
 """
 
 
+def worker_env(**extra: str) -> dict[str, str]:
+    """A recorder child's environment: fake NVML, and this machine's CUDA_VISIBLE_DEVICES
+    dropped (each rank would look for its fake GPU in it)."""
+    env = child_env(ENERGY_LEDGER_NVML="fake", **extra)
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
 def run_ranks(tmp_path: Path, fail_rank: int = -1) -> tuple[Path, list[int]]:
     """Start WORLD_SIZE workers as torchrun would (one per fake GPU); return root and codes."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     root = tmp_path / "results"
-    base = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    base |= {
-        "PYTHONPATH": str(SRC),
-        "ENERGY_LEDGER_NVML": "fake",
-        "WORLD_SIZE": str(WORLD_SIZE),
-        "LOCAL_WORLD_SIZE": str(WORLD_SIZE),
-        "TORCHELASTIC_RUN_ID": "test-run-42",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": "29500",
-    }
+    base = worker_env(
+        WORLD_SIZE=str(WORLD_SIZE),
+        LOCAL_WORLD_SIZE=str(WORLD_SIZE),
+        TORCHELASTIC_RUN_ID="test-run-42",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT="29500",
+    )
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), str(root), "exp4", str(fail_rank)],
@@ -61,23 +65,21 @@ def run_ranks(tmp_path: Path, fail_rank: int = -1) -> tuple[Path, list[int]]:
     return root, codes
 
 
+def python(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run this interpreter with ``args`` in ``env``, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m energy_ledger`` with this checkout's sources."""
-    env = os.environ | {"PYTHONPATH": str(SRC)}
-    return subprocess.run(
-        [sys.executable, "-m", "energy_ledger", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return python("-m", "energy_ledger", *args, env=child_env())
 
 
 def log_events(root: Path, rank: int) -> list[dict[str, Any]]:
     """The decoded events of one rank's log."""
-    path = root / "raw" / "exp4" / f"process_{rank}.events.jsonl"
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return read_events(root / "raw" / "exp4" / f"process_{rank}.events.jsonl")
 
 
 def window_edges(evs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -141,23 +143,8 @@ class TestExample:
     def test_torchrun_example_runs_on_fake_nvml(self, tmp_path: Path) -> None:
         """The torchrun example runs without a GPU when the launcher variables are set by hand."""
         example = Path(__file__).resolve().parents[2] / "examples" / "torchrun_example.py"
-        env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-        env |= {
-            "PYTHONPATH": str(SRC),
-            "ENERGY_LEDGER_NVML": "fake",
-            "RANK": "0",
-            "WORLD_SIZE": "1",
-            "LOCAL_RANK": "0",
-            "ENERGY_LEDGER_RUN_ID": "example",
-        }
+        env = worker_env(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", ENERGY_LEDGER_RUN_ID="example")
         args = ["--root", str(tmp_path), "--requests", "20", "--baseline-sec", "0.2"]
-        done = subprocess.run(
-            [sys.executable, str(example), *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = python(str(example), *args, env=env)
         assert done.returncode == 0, done.stderr
         assert (tmp_path / "raw" / "torchrun-demo" / "process_0.done").exists()

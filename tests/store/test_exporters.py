@@ -27,6 +27,7 @@ from energy_ledger.store.exporters import (
     upsert_csv,
 )
 from energy_ledger.store.reader import scan_experiment
+from tests.helpers import RESULT_SCHEMA, compat_schema
 
 COLUMNS = [
     "experiment_id",
@@ -246,7 +247,7 @@ class TestJson:
         self, results: list[ExperimentResult], compat_dir: Path
     ) -> None:
         """Top-level keys appear in the order of LLenergyMeasure's schema."""
-        schema = json.loads((compat_dir / "experiment_result_v2.0.schema.json").read_bytes())
+        schema = compat_schema(compat_dir, RESULT_SCHEMA)
         emitted = json.loads(result_to_json_bytes(results[0]))
         assert list(emitted) == list(schema["properties"])
 

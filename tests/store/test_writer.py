@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from energy_ledger.core.marker import parse_marker
 from energy_ledger.core.replay import replay_bytes
 from energy_ledger.exceptions import FormatError, LedgerError, UnsafePathError
 from energy_ledger.store.writer import EventLogWriter
+from tests.helpers import read_events, ticking_clock
 
 T0 = 1700000000.0
 EXP = "exp-1"
@@ -27,19 +26,10 @@ STARTED: dict[str, Any] = {
 }
 
 
-def _clock() -> Any:
-    ticks: Iterator[float] = iter(T0 + 0.5 * i for i in range(10_000))
-    return lambda: next(ticks)
-
-
 def _open(root: Path, index: int = 0, **options: Any) -> EventLogWriter:
-    options.setdefault("clock", _clock())
+    options.setdefault("clock", ticking_clock(T0, 0.5))
     options.setdefault("flush_every_sec", 3600.0)
     return EventLogWriter.open(root, EXP, index, **options)
-
-
-def _lines(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 class TestOpen:
@@ -105,7 +95,7 @@ class TestAppend:
         writer.append("window_started", energy_mj=10)
         writer.append("request", latency_ms=5.0, input_tokens=2, output_tokens=3, t=T0 + 99)
         writer.flush()
-        lines = _lines(writer.path)
+        lines = read_events(writer.path)
         assert [line["seq"] for line in lines] == [0, 1, 2]
         assert [line["t"] for line in lines] == [T0, T0 + 0.5, T0 + 99]
         assert [line["type"] for line in lines] == ["process_started", "window_started", "request"]
@@ -122,7 +112,7 @@ class TestAppend:
         assert writer.next_seq == 1
         writer.append("warning", message="still fine")
         writer.flush()
-        assert [line["seq"] for line in _lines(writer.path)] == [0, 1]
+        assert [line["seq"] for line in read_events(writer.path)] == [0, 1]
         writer.abandon()
 
     def test_second_process_started_is_refused(self, tmp_path: Path) -> None:
@@ -154,9 +144,9 @@ class TestFlushPolicy:
         writer.append("warning", message="one")
         assert writer.path.read_bytes() == b""
         writer.append("warning", message="two")
-        assert len(_lines(writer.path)) == 3
+        assert len(read_events(writer.path)) == 3
         writer.append("warning", message="three")
-        assert len(_lines(writer.path)) == 3
+        assert len(read_events(writer.path)) == 3
         writer.abandon()
 
     def test_explicit_flush_writes_the_buffer(self, tmp_path: Path) -> None:
@@ -175,7 +165,7 @@ class TestFlushPolicy:
         """With ``flush_every_sec=0`` every append is written at once."""
         writer = _open(tmp_path, flush_every_events=1000, flush_every_sec=0.0)
         writer.append("process_started", **STARTED)
-        assert len(_lines(writer.path)) == 1
+        assert len(read_events(writer.path)) == 1
         writer.abandon()
 
     def test_abandon_loses_only_the_buffer(self, tmp_path: Path) -> None:
@@ -185,7 +175,7 @@ class TestFlushPolicy:
         writer.append("warning", message="flushed")
         writer.append("warning", message="lost")
         writer.abandon()
-        assert [line["seq"] for line in _lines(writer.path)] == [0, 1]
+        assert [line["seq"] for line in read_events(writer.path)] == [0, 1]
         assert not writer.marker_path.exists()
 
 
@@ -200,7 +190,7 @@ class TestClose:
             writer.append("request", latency_ms=float(i), input_tokens=i, output_tokens=1)
         returned = writer.close()
         data = writer.path.read_bytes()
-        lines = _lines(writer.path)
+        lines = read_events(writer.path)
         marker = parse_marker(writer.marker_path.read_bytes())
         assert marker == returned
         assert lines[-1]["type"] == "process_finished"
@@ -220,7 +210,7 @@ class TestClose:
         state = replay_bytes(writer.path.read_bytes()).state
         assert state.finished
         assert (state.requests, state.input_tokens, state.output_tokens) == (1, 4, 5)
-        assert _lines(writer.path)[-1]["status"] == "partial"
+        assert read_events(writer.path)[-1]["status"] == "partial"
 
     def test_close_without_start_is_refused(self, tmp_path: Path) -> None:
         """Closing a writer that never wrote ``process_started`` raises and writes no marker."""
@@ -247,7 +237,7 @@ class TestFail:
         writer = _open(tmp_path)
         writer.append("process_started", **STARTED)
         writer.fail("RuntimeError: boom")
-        lines = _lines(writer.path)
+        lines = read_events(writer.path)
         assert lines[-1] == {**lines[-1], "type": "process_failed", "error": "RuntimeError: boom"}
         assert lines[-1]["seq"] == 1
         assert not writer.marker_path.exists()
@@ -260,7 +250,7 @@ class TestFail:
         writer.append("process_started", **STARTED)
         writer.fail("first")
         writer.fail("second")
-        assert [line["type"] for line in _lines(writer.path)] == [
+        assert [line["type"] for line in read_events(writer.path)] == [
             "process_started",
             "process_failed",
         ]
@@ -273,7 +263,7 @@ class TestContextManager:
         """Leaving the block normally writes ``process_finished`` and the marker."""
         with _open(tmp_path) as writer:
             writer.append("process_started", **STARTED)
-        assert _lines(writer.path)[-1]["type"] == "process_finished"
+        assert read_events(writer.path)[-1]["type"] == "process_finished"
         assert parse_marker(writer.marker_path.read_bytes()).final_seq == 1
 
     def test_exception_fails_and_propagates(self, tmp_path: Path) -> None:
@@ -281,7 +271,7 @@ class TestContextManager:
         with pytest.raises(ValueError, match="bad batch"), _open(tmp_path) as writer:
             writer.append("process_started", **STARTED)
             raise ValueError("bad batch")
-        last = _lines(writer.path)[-1]
+        last = read_events(writer.path)[-1]
         assert last["type"] == "process_failed"
         assert last["error"] == "ValueError: bad batch"
         assert not writer.marker_path.exists()

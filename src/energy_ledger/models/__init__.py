@@ -1,4 +1,11 @@
-"""Schema-2.0 domain models of LLenergyMeasure experiment results."""
+"""The schema-2.0 pydantic models of LLenergyMeasure results, re-exported.
+
+``results`` holds ``ExperimentResult`` and ``RawProcessResult``, ``metrics`` their parts
+(energy, inference, latency, compute, thermal), ``environment`` the ``EnvironmentSnapshot``.
+They validate against LLenergyMeasure's JSON Schemas (tests read them from ``shared/compat``).
+Models import pydantic and the pure standard library only; the core builds them, the store
+writes them. This ``__init__`` only re-exports.
+"""
 
 from energy_ledger.models.environment import (
     ContainerEnvironment,

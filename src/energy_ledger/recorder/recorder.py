@@ -15,33 +15,32 @@ counter at its start and end and runs the background sampler in between; leaving
 
 Threading: the ``EventLogWriter`` is not thread-safe, so the caller's thread and the sampler thread
 append under one lock. ``request()`` never touches NVML (an energy read costs milliseconds): it
-builds the wire dict, checks types cheaply and appends. NVML failures after the start become
-``warning`` events, never exceptions in the measured program.
+builds the wire dict, checks plain ints and floats inline, leaves the rest to ``payloads`` and
+appends. NVML failures after the start become ``warning`` events (``sampler.DeviceReader`` words
+them), never exceptions in the measured program.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
 import threading
 import time
-from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-import orjson
-
 from energy_ledger.core.events import FORMAT_VERSION
 from energy_ledger.core.marker import Marker
-from energy_ledger.exceptions import LedgerError, NvmlError, NvmlNotSupportedError
+from energy_ledger.exceptions import LedgerError
 from energy_ledger.gpu.backend import open_backend
 from energy_ledger.gpu.protocol import DeviceInfo, GpuBackend, GpuDevice
+from energy_ledger.recorder import payloads
 from energy_ledger.recorder.launch import LaunchInfo, check_peers, launch_from_env
+from energy_ledger.recorder.payloads import config_hash  # re-exported: it was defined here
 from energy_ledger.recorder.sampler import DEFAULT_SAMPLE_HZ, DeviceReader, Sampler, measure_power
 from energy_ledger.recorder.snapshot import build_snapshot
 from energy_ledger.store.layout import ResultsLayout
@@ -51,22 +50,6 @@ logger = logging.getLogger(__name__)
 
 _V = FORMAT_VERSION
 _INF = float("inf")
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """A short, stable hash of an experiment config (sorted keys; non-JSON values as text)."""
-    data = orjson.dumps(dict(config), option=orjson.OPT_SORT_KEYS, default=str)
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-def _as_config(config: Any) -> dict[str, Any] | None:
-    if config is None:
-        return None
-    if hasattr(config, "model_dump"):
-        config = config.model_dump(mode="json")
-    if not isinstance(config, Mapping):
-        raise LedgerError(f"config must be a mapping or a pydantic model, got {type(config)}")
-    return orjson.loads(orjson.dumps(dict(config), default=str))  # type: ignore[no-any-return]
 
 
 class ProcessRecorder:
@@ -109,7 +92,7 @@ class ProcessRecorder:
         self.layout = ResultsLayout.at(root)
         self.experiment_id = experiment_id
         self.launch = launch
-        self.config = _as_config(config)
+        self.config = payloads.normalise_config(config)
         self.sample_hz = sample_hz
         self._nvml_choice = nvml
         self._clock = clock
@@ -123,7 +106,6 @@ class ProcessRecorder:
         self._device: GpuDevice | None = None
         self._reader: DeviceReader | None = None
         self._sampler: Sampler | None = None
-        self._has_counter = True
         self._in_window = False
         self._window_done = False
         self.device_info: DeviceInfo | None = None
@@ -192,16 +174,9 @@ class ProcessRecorder:
             except LedgerError as exc:
                 environment = None
                 warnings.append(f"no environment snapshot: {exc}")
-            try:
-                device.energy_mj()
-            except NvmlNotSupportedError:
-                self._has_counter = False
-                warnings.append(
-                    f"GPU {info.parent_uuid} has no NVML energy counter: energy is integrated "
-                    "from power samples"
-                )
-            except NvmlError as exc:
-                warnings.append(f"NVML energy counter probe failed ({exc}); will retry")
+            reader = DeviceReader(device)
+            if probe_warning := reader.probe_counter(info.parent_uuid):
+                warnings.append(probe_warning)
             self._writer = EventLogWriter.open(
                 self.layout.root,
                 self.experiment_id,
@@ -214,44 +189,21 @@ class ProcessRecorder:
             raise
         self._device = device
         self.device_info = info
-        self._reader = DeviceReader(device, read_energy=self._has_counter)
-        if info.is_mig:
-            warnings.insert(
-                0,
-                f"GPU is a MIG instance ({info.mig_profile or 'unknown profile'}, {info.uuid}): "
-                f"power and energy are those of the whole parent GPU {info.parent_uuid}, shared "
-                "with any other instance on it",
-            )
-        if gpu.name != "nvml":
-            warnings.insert(0, f"NVML backend is {gpu.name!r}: readings are not from a real GPU")
-        config = self.config
-        started: dict[str, Any] = {
-            "experiment_id": self.experiment_id,
-            "run_id": launch.run_id,
-            "process_index": launch.process_index,
-            "world_size": launch.world_size,
-            "gpu_id": info.index,
-            "gpu_uuid": info.parent_uuid,
-            "gpu_name": info.name,
-            "gpu_is_mig": info.is_mig,
-            "gpu_mig_profile": info.mig_profile,
-            "hostname": socket.gethostname(),
-            "pid": os.getpid(),
-            "backend": self._backend_name,
-            "backend_version": self._backend_version,
-            "environment": environment,
-        }
-        if config is not None:
-            started["effective_config"] = config
-            started["measurement_config_hash"] = config_hash(config)
-            for key in ("config_name", "model_name"):
-                if isinstance(config.get(key), str):
-                    started[key] = config[key]
+        self._reader = reader
+        started = payloads.started_fields(
+            self.experiment_id,
+            launch,
+            info,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            backend=self._backend_name,
+            backend_version=self._backend_version,
+            environment=environment,
+            config=self.config,
+        )
         with self._lock:
-            self._writer.append(
-                "process_started", **{k: v for k, v in started.items() if v is not None}
-            )
-            for message in warnings:
+            self._writer.append("process_started", **started)
+            for message in [*payloads.device_warnings(info, gpu.name), *warnings]:
                 self._warn_locked(message)
         return self
 
@@ -364,21 +316,11 @@ class ProcessRecorder:
         return power_w
 
     def _read_energy_locked(self, where: str) -> int | None:
-        """Read the counter at a window boundary; failures become warnings."""
-        if not self._has_counter:
-            return None
-        assert self._device is not None and self._reader is not None
-        try:
-            value = self._device.energy_mj()
-        except NvmlError as exc:
-            self._warn_locked(
-                f"NVML energy counter read at {where} failed ({exc}); energy of "
-                "this window is integrated from power samples"
-            )
-            return None
-        reset = self._reader.check_energy(value)
-        if reset:
-            self._warn_locked(reset)
+        """Read the counter at a window edge; a failure or a reset becomes a warning event."""
+        assert self._reader is not None
+        value, warning = self._reader.edge_energy(where)
+        if warning:
+            self._warn_locked(warning)
         return value
 
     def _emit_sample(self, fields: dict[str, Any], warnings: Sequence[str]) -> None:
@@ -475,49 +417,15 @@ class ProcessRecorder:
             or output_tokens < 0
             or not 0.0 <= latency_ms < _INF
         ):
-            _normalise_request(obj)
+            payloads.normalise_request(obj)
         if ttft_ms is not None:
-            if type(ttft_ms) is not float:
-                ttft_ms = _number("ttft_ms", ttft_ms)
-            if not 0.0 <= ttft_ms < _INF:
-                raise LedgerError(f"ttft_ms must be finite and >= 0, got {ttft_ms}")
+            if type(ttft_ms) is not float or not 0.0 <= ttft_ms < _INF:
+                ttft_ms = payloads.checked_ttft_ms(ttft_ms)
             obj["ttft_ms"] = ttft_ms
         if itl_ms is not None:
-            try:
-                values = array("d", itl_ms).tolist()
-            except TypeError:
-                raise LedgerError("itl_ms must be a sequence of numbers") from None
-            if not -_INF < sum(values) < _INF:  # JSON has no NaN or infinity
-                raise LedgerError("itl_ms must hold finite numbers")
-            obj["itl_ms"] = values
+            obj["itl_ms"] = payloads.itl_values(itl_ms)
         with self._lock:
             self._writer.append_raw(obj)  # type: ignore[union-attr]
-
-
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool):
-        raise LedgerError(f"{name} must be a number, got {value!r}")
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise LedgerError(f"{name} must be a number, got {value!r}") from None
-
-
-def _normalise_request(obj: dict[str, Any]) -> None:
-    """Coerce numpy scalars and the like; reject bools, negatives and non-numbers."""
-    obj["latency_ms"] = _number("latency_ms", obj["latency_ms"])
-    if not 0.0 <= obj["latency_ms"] < _INF:
-        raise LedgerError(f"latency_ms must be finite and >= 0, got {obj['latency_ms']}")
-    for name in ("input_tokens", "output_tokens"):
-        value = obj[name]
-        if isinstance(value, bool):
-            raise LedgerError(f"{name} must be an int, got {value!r}")
-        try:
-            obj[name] = value.__index__()
-        except (AttributeError, TypeError):
-            raise LedgerError(f"{name} must be an int, got {value!r}") from None
-        if obj[name] < 0:
-            raise LedgerError(f"{name} must be >= 0, got {obj[name]}")
 
 
 __all__ = ["LaunchInfo", "ProcessRecorder", "config_hash", "launch_from_env"]

@@ -3,7 +3,10 @@
 ``DeviceReader.read`` takes one reading of every field and never raises for NVML trouble: a failed
 read leaves the field out and produces a warning message (the first failure of each field; later
 ones are only counted, so a dead sensor does not flood the log). A field the device does not
-support is not asked for again. A counter that goes backwards is reported once as a reset.
+support is not asked for again. A counter that goes backwards is reported once as a reset. The
+counter reads at the start and at the window's edges go through the reader too, so that once
+the device is open every NVML error the recorder meets becomes a message in this module, and
+none reaches the measured program.
 
 ``Sampler`` calls the reader at a fixed rate on a daemon thread and hands each reading to an
 ``emit`` callback (the recorder's, which stamps the time and appends the event under its lock).
@@ -36,6 +39,7 @@ class DeviceReader:
         read_energy: False when the device has no energy counter (do not ask for it).
 
     Attributes:
+        has_counter: False when the device has no energy counter (set by ``probe_counter``).
         failures: per field, how many reads failed.
         unsupported: fields the device does not offer (no longer read).
         counter_reset: True once the energy counter went backwards.
@@ -43,6 +47,7 @@ class DeviceReader:
 
     def __init__(self, device: GpuDevice, *, read_energy: bool = True) -> None:
         self._device = device
+        self.has_counter = read_energy
         self.failures: dict[str, int] = dict.fromkeys(SAMPLE_FIELDS, 0)
         self.unsupported: set[str] = set() if read_energy else {"energy_mj"}
         self.counter_reset = False
@@ -80,6 +85,47 @@ class DeviceReader:
             if warning:
                 warnings.append(warning)
         return fields, warnings
+
+    def probe_counter(self, gpu_uuid: str) -> str | None:
+        """Read the energy counter once before the run: is there one, and does it answer?
+
+        A GPU without one (pre-Volta) is not asked again, so energy comes from the power
+        samples; a failed read is only reported, and the counter is read again at the window.
+
+        Returns:
+            A warning message, or ``None`` when the counter answered.
+        """
+        try:
+            self._device.energy_mj()
+        except NvmlNotSupportedError:
+            self.has_counter = False
+            self.unsupported.add("energy_mj")
+            return (
+                f"GPU {gpu_uuid} has no NVML energy counter: energy is integrated "
+                "from power samples"
+            )
+        except NvmlError as exc:
+            return f"NVML energy counter probe failed ({exc}); will retry"
+        return None
+
+    def edge_energy(self, where: str) -> tuple[int | None, str | None]:
+        """Read the counter at a window edge (``where``, e.g. ``"window start"``).
+
+        Returns:
+            The counter in mJ, or ``None`` when there is no counter or the read failed (the
+            window's energy is then integrated from power samples), and a warning message for a
+            failed read or a counter that went backwards.
+        """
+        if not self.has_counter:
+            return None, None
+        try:
+            value = self._device.energy_mj()
+        except NvmlError as exc:
+            return None, (
+                f"NVML energy counter read at {where} failed ({exc}); energy of "
+                "this window is integrated from power samples"
+            )
+        return value, self.check_energy(value)
 
     def check_energy(self, energy_mj: int) -> str | None:
         """Track the counter; return a warning the first time it goes backwards."""
