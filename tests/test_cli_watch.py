@@ -140,6 +140,35 @@ class TestWatchFlags:
         assert getattr(config, name) == expected
         assert dataclasses.replace(config, **{name: getattr(WatchConfig(), name)}) == WatchConfig()
 
+    @pytest.mark.parametrize(
+        ("before", "after", "expected"),
+        [
+            (["--log-format", "json"], [], "json"),
+            (["--log-format", "json"], ["--log-format", "text"], "text"),
+            ([], [], "text"),
+        ],
+    )
+    def test_global_log_format_reaches_the_daemon(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        before: list[str],
+        after: list[str],
+        expected: str,
+    ) -> None:
+        """``energy-ledger --log-format json watch`` logs JSON; the command's own flag wins."""
+        for key in [k for k in os.environ if k.startswith("ENERGY_LEDGER_")]:
+            monkeypatch.delenv(key)
+        seen: list[str] = []
+
+        def fake_run_watch(root: Path, config: WatchConfig) -> int:
+            seen.append(config.log_format)
+            return 0
+
+        monkeypatch.setattr("energy_ledger.daemon.run.run_watch", fake_run_watch)
+        assert cli(*before, "watch", str(tmp_path), *after) == 0
+        assert seen == [expected]
+
     def test_exit_code_of_the_daemon_is_the_commands(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

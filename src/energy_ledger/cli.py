@@ -63,14 +63,15 @@ def _main(
         int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv for debug).")
     ] = 0,
     log_format: Annotated[
-        str, typer.Option("--log-format", help="Log format: text or json (for log shippers).")
-    ] = "text",
+        str | None,
+        typer.Option("--log-format", help="Log format: text or json (for log shippers) [text]."),
+    ] = None,
 ) -> None:
     """Replay, validate and aggregate multi-GPU energy ledgers."""
-    if log_format not in ("text", "json"):
+    if log_format not in (None, "text", "json"):
         raise LedgerError(f"--log-format must be text or json, not {log_format!r}")
     ctx.obj = {"verbose": verbose, "log_format": log_format}
-    setup_logging(verbose, log_format)
+    setup_logging(verbose, log_format or "text")
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -265,6 +266,7 @@ def watch(
     from energy_ledger.daemon.config import load_watch_config
     from energy_ledger.daemon.run import run_watch
 
+    options = ctx.obj or {}
     overrides: dict[str, Any] = {
         "polling": polling,
         "poll_interval_sec": poll_interval,
@@ -274,10 +276,10 @@ def watch(
         "stale_after_sec": stale_after,
         "recover_stale": recover_stale,
         "lease_timeout_sec": lease_timeout,
-        "log_format": log_format,
+        # ``energy-ledger --log-format json watch`` counts as a flag too.
+        "log_format": log_format or options.get("log_format"),
     }
     settings = load_watch_config(config, os.environ, overrides)
-    options = ctx.obj or {}
     setup_logging(max(1, options.get("verbose", 0)), settings.log_format)
     code = run_watch(root, settings)
     if code:
