@@ -25,6 +25,7 @@ from energy_ledger.pipeline import replay_root
 from energy_ledger.simulate import ExperimentTruth, simulate
 from energy_ledger.store.reader import scan_experiment
 from energy_ledger.store.writer import EventLogWriter
+from tests.helpers import RAW_PROCESS_SCHEMA, RESULT_SCHEMA, compat_schema
 
 EXPERIMENT = "exp-agg"
 
@@ -167,7 +168,7 @@ class TestCompatSchema:
     ) -> None:
         """The aggregated JSON is a valid schema-2.0 ExperimentResult."""
         _truth, emitted = simulated
-        schema = json.loads((compat_dir / "experiment_result_v2.0.schema.json").read_bytes())
+        schema = compat_schema(compat_dir, RESULT_SCHEMA)
         jsonschema.Draft202012Validator(schema).validate(emitted)
 
     def test_each_process_result_validates(
@@ -175,7 +176,7 @@ class TestCompatSchema:
     ) -> None:
         """Every embedded process result is a valid schema-2.0 RawProcessResult."""
         _truth, emitted = simulated
-        schema = json.loads((compat_dir / "raw_process_result_v2.0.schema.json").read_bytes())
+        schema = compat_schema(compat_dir, RAW_PROCESS_SCHEMA)
         validator = jsonschema.Draft202012Validator(schema)
         assert len(emitted["process_results"]) == 4
         for process in emitted["process_results"]:
@@ -186,7 +187,7 @@ class TestCompatSchema:
     ) -> None:
         """The schema check is not vacuous: an unknown top-level key fails it."""
         _truth, emitted = simulated
-        schema = json.loads((compat_dir / "experiment_result_v2.0.schema.json").read_bytes())
+        schema = compat_schema(compat_dir, RESULT_SCHEMA)
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.Draft202012Validator(schema).validate({**emitted, "not_in_schema": 1})
 

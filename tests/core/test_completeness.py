@@ -16,6 +16,7 @@ from energy_ledger.core.process import summarize_process
 from energy_ledger.core.replay import replay_bytes
 from energy_ledger.core.state import ProcessState
 from energy_ledger.store.writer import EventLogWriter
+from tests.helpers import ticking_clock
 
 EXP = "exp-1"
 T0 = 1700000000.0
@@ -53,8 +54,7 @@ def make(tmp_path: Path) -> Make:
         edit: Callable[[bytes], bytes] | None = None,
     ) -> ProcessEvidence:
         root = tmp_path / f"root{next(counter)}"
-        clock = iter(T0 + i for i in range(1000))
-        writer = EventLogWriter.open(root, EXP, index, clock=lambda: next(clock))
+        writer = EventLogWriter.open(root, EXP, index, clock=ticking_clock(T0))
         writer.append(
             "process_started",
             experiment_id=experiment_id,

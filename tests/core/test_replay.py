@@ -19,6 +19,7 @@ from energy_ledger.core.replay import ReplayCursor, replay_bytes, replay_stream
 from energy_ledger.core.state import ProcessState, apply
 from energy_ledger.exceptions import FormatError, UnsupportedVersionError
 from energy_ledger.store.writer import EventLogWriter
+from tests.helpers import ticking_clock
 
 PATH = "raw/exp-1/process_0.events.jsonl"
 T0 = 1700000000.0
@@ -372,8 +373,7 @@ class TestMarkerDigest:
 
     def test_marker_matches_cursor(self, tmp_path: Path) -> None:
         """For a writer-produced log, the marker's sha256, bytes and final seq match the replay."""
-        clock = iter(T0 + i for i in range(100))
-        writer = EventLogWriter.open(tmp_path, "exp-1", 0, clock=lambda: next(clock))
+        writer = EventLogWriter.open(tmp_path, "exp-1", 0, clock=ticking_clock(T0))
         writer.append("process_started", **{k: v for k, v in STARTED.items() if k != "type"})
         writer.append("window_started", energy_mj=1000)
         for i in range(5):
