@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable
 
-from energy_ledger.recorder.recorder import ProcessRecorder
+from energy_ledger import ProcessRecorder
 
 
 def make_step() -> tuple[str, Callable[[], None]]:
