@@ -63,6 +63,10 @@ BODIES: dict[str, Any] = {
     "window_ended": st.fixed_dictionaries({}, optional={"energy_mj": small}),
     "compute": st.fixed_dictionaries({"flops_total": small}, optional={"flops_method": text}),
     "warning": st.fixed_dictionaries({"message": text}),
+    "clock": st.fixed_dictionaries(
+        {"monotonic_sec": small},
+        optional={"wall_t": small, "fs_offset_sec": st.floats(-5, 5), "fs_offset_error_sec": small},
+    ),
     "process_finished": st.fixed_dictionaries({}, optional={"status": text}),
     "process_failed": st.fixed_dictionaries({"error": text}),
     "gpu_clock": st.fixed_dictionaries({"mhz": small}),  # a type this version does not know
@@ -258,6 +262,6 @@ class TestBlockDecoding:
     @pytest.mark.parametrize("kind", sorted(EVENT_CLASSES))
     @given(data=st.data())
     def test_every_event_type_takes_the_block_path(self, kind: str, data: st.DataObject) -> None:
-        """Each of the eleven types decodes in a block (so every type has the fast path)."""
+        """Each of the twelve types decodes in a block (so every type has the fast path)."""
         body = START if kind == "process_started" else {"type": kind, **data.draw(BODIES[kind])}
         assert decode_block([_line(1, body)]) is not None

@@ -19,6 +19,7 @@ from energy_ledger.core.events import (
     FORMAT_VERSION,
     MAX_NESTING,
     Baseline,
+    Clock,
     Compute,
     ProcessFailed,
     ProcessFinished,
@@ -62,6 +63,7 @@ FULL: dict[str, dict[str, Any]] = {
         "measurement_methodology": "steady_state",
         "effective_config": {"batch_size": 8, "nested": {"a": [1, 2]}},
         "environment": {"gpu": {"name": "H100"}},
+        "counts_requests": False,
     },
     "baseline": {
         **_env("baseline"),
@@ -109,6 +111,13 @@ FULL: dict[str, dict[str, Any]] = {
         "compute_precision": "bf16",
     },
     "warning": {**_env("warning"), "message": "GPU 0 is shared\nwith another job ✓"},
+    "clock": {
+        **_env("clock"),
+        "monotonic_sec": 5123.25,
+        "wall_t": 1700000000.5,
+        "fs_offset_sec": -0.012,
+        "fs_offset_error_sec": 0.002,
+    },
     "process_finished": {**_env("process_finished"), "status": "ok"},
     "process_failed": {**_env("process_failed"), "error": "RuntimeError: CUDA out of memory"},
 }
@@ -123,6 +132,7 @@ CLASSES: dict[str, type] = {
     "window_ended": WindowEnded,
     "compute": Compute,
     "warning": WarningEvent,
+    "clock": Clock,
     "process_finished": ProcessFinished,
     "process_failed": ProcessFailed,
 }
@@ -138,6 +148,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "window_ended": (),
     "compute": ("flops_total",),
     "warning": ("message",),
+    "clock": ("monotonic_sec",),
     "process_finished": (),
     "process_failed": ("error",),
 }
@@ -154,7 +165,7 @@ class TestEventTable:
     """The tables in this file cover exactly the event types the package knows."""
 
     def test_every_type_is_covered(self) -> None:
-        """The event types known to the code are exactly the eleven of format version 1."""
+        """The event types known to the code are exactly the twelve of format version 1."""
         assert set(EVENT_CLASSES) == set(FULL) == set(CLASSES) == set(REQUIRED)
 
     def test_format_version_is_one(self) -> None:

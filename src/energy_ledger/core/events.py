@@ -92,6 +92,7 @@ class ProcessStarted(_Envelope, tag="process_started", frozen=True):
     measurement_methodology: str = "total"
     effective_config: JsonObject | None = None
     environment: JsonObject | None = None
+    counts_requests: bool = True
 
     def __post_init__(self) -> None:
         if self.process_index >= self.world_size:
@@ -184,6 +185,23 @@ class WarningEvent(_Envelope, tag="warning", frozen=True):
     message: str
 
 
+class Clock(_Envelope, tag="clock", frozen=True):
+    """A reading of this process's clocks at one instant, for drift and cross-host skew.
+
+    ``t`` is the time the writer stamps on its events. ``monotonic_sec`` is the host's
+    monotonic clock at the same instant and ``wall_t`` the host's wall clock (``time.time()``),
+    which can differ from ``t`` when the writer stamps events from a monotonic-anchored clock
+    and the system clock was stepped. ``fs_offset_sec`` estimates this host's wall clock minus
+    the shared results filesystem's clock, to within ``fs_offset_error_sec``; processes on
+    different hosts compare it to estimate their clock skew (docs/metrics.md).
+    """
+
+    monotonic_sec: NonNegative
+    wall_t: NonNegative | None = None
+    fs_offset_sec: float | None = None
+    fs_offset_error_sec: NonNegative | None = None
+
+
 class ProcessFinished(_Envelope, tag="process_finished", frozen=True):
     """Last event of a process that completed its work."""
 
@@ -206,6 +224,7 @@ Event = (
     | WindowEnded
     | Compute
     | WarningEvent
+    | Clock
     | ProcessFinished
     | ProcessFailed
 )
@@ -221,6 +240,7 @@ for _cls in (
     WindowEnded,
     Compute,
     WarningEvent,
+    Clock,
     ProcessFinished,
     ProcessFailed,
 ):
@@ -269,6 +289,7 @@ __all__ = [
     "MAX_NESTING",
     "SAMPLE_FIELDS",
     "Baseline",
+    "Clock",
     "Compute",
     "Count",
     "Event",

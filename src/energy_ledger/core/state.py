@@ -19,6 +19,7 @@ from typing import assert_never
 
 from energy_ledger.core.events import (
     Baseline,
+    Clock,
     Compute,
     Event,
     ProcessFailed,
@@ -87,6 +88,12 @@ class ProcessState:
     throttle_bits: int = 0
     throttle_duration_sec: float = 0.0
     throttle_timestamps: list[float] = field(default_factory=list)
+    # Requests logged outside the measured window (warm-up, after the end): not counted.
+    requests_outside_window: int = 0
+    # Clock readings: (t, monotonic_sec, wall_t, fs_offset_sec, fs_offset_error_sec).
+    clocks: list[tuple[float, float, float | None, float | None, float | None]] = field(
+        default_factory=list
+    )
     # Outcome.
     warnings: list[str] = field(default_factory=list)
     unknown_types: dict[str, int] = field(default_factory=dict)
@@ -205,6 +212,16 @@ def apply(state: ProcessState, event: Event | UnknownEvent) -> ProcessState:
             state.compute = event
         case WarningEvent():
             state.warnings.append(event.message)
+        case Clock():
+            state.clocks.append(
+                (
+                    event.t,
+                    event.monotonic_sec,
+                    event.wall_t,
+                    event.fs_offset_sec,
+                    event.fs_offset_error_sec,
+                )
+            )
         case ProcessFinished():
             state.finished = True
         case ProcessFailed():
