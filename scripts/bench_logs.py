@@ -80,7 +80,7 @@ def write_log(
     while writer.next_seq < limit_events and writer._bytes < limit_bytes:
         for _ in range(4096):
             t += rng.expovariate(30.0)  # ~30 requests a second finish on this GPU
-            if t >= next_sample:
+            while t >= next_sample:  # every sample due before this request, in time order
                 energy_mj += round(300_000 * 0.1 + rng.uniform(-500.0, 500.0))
                 append({"v": 1, "seq": 0, "t": round(next_sample, 6), "type": "sample",
                         "power_w": round(rng.uniform(290.0, 310.0), 3), "energy_mj": energy_mj,

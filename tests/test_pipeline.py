@@ -129,9 +129,10 @@ class TestTornLines:
     def test_completed_torn_tail_invalidates(self, root: Path) -> None:
         """Once the torn line gets its newline, the log holds more than its marker covers."""
         log = experiment(root) / "process_1.events.jsonl"
-        next_seq = orjson.loads(log.read_bytes().splitlines()[-1])["seq"] + 1
+        last = orjson.loads(log.read_bytes().splitlines()[-1])
         with open(log, "ab") as fh:
-            event = {"v": 1, "seq": next_seq, "t": 1.0, "type": "warning", "message": "late"}
+            event = {"v": 1, "seq": last["seq"] + 1, "t": last["t"] + 1.0, "type": "warning",
+                     "message": "late"}  # fmt: skip
             fh.write(orjson.dumps(event) + b"\n")
         (outcome,) = replay_root(root)
         assert outcome.state == "invalid"

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from energy_ledger.core.decode import decode_block, decode_line
-from energy_ledger.core.events import EVENT_CLASSES, ProcessStarted
+from energy_ledger.core.events import EVENT_CLASSES, ProcessStarted, WindowEnded, WindowStarted
 from energy_ledger.core.replay import ReplayCursor, replay_stream
 from energy_ledger.core.state import ProcessState, apply
 from energy_ledger.exceptions import FormatError
@@ -110,6 +110,9 @@ CORRUPTIONS = {
     "seq duplicate": lambda seq, line: _line(seq - 1, {"type": "warning", "message": "dup"}),
     "seq gap": lambda seq, line: _line(seq + 2, {"type": "warning", "message": "gap"}),
     "second start": lambda seq, line: _line(seq, START),
+    "time backwards": lambda seq, line: orjson.dumps({**orjson.loads(line), "t": T0 - 1.0}),
+    "second window": lambda seq, line: _line(seq, {"type": "window_started"}),
+    "early window end": lambda seq, line: _line(seq, {"type": "window_ended"}),
     "deep nesting": lambda seq, line: (
         _line(seq, {"type": "warning", "message": "x"})[:-1] + b',"junk":' + _deep(3000) + b"}"
     ),
@@ -127,10 +130,15 @@ def logs(draw: st.DrawFn) -> bytes:
     any doubtful line turns off for its whole block, is exercised as much as the line path.
     """
     clean = draw(st.booleans())
-    known = sorted(k for k in BODIES if k in EVENT_CLASSES)
+    known = sorted(k for k in BODIES if k in EVENT_CLASSES and not k.startswith("window_"))
     # Requests and samples make up most of a real log, so they are drawn most often.
     pool = [*known, *["request", "sample"] * 6, *([] if clean else ["gpu_clock"])]
     kinds = draw(st.lists(st.sampled_from(pool), max_size=40))
+    # The window's edges have their place: started once, then maybe ended once.
+    opened = draw(st.integers(0, len(kinds)))
+    kinds.insert(opened, "window_started")
+    if draw(st.booleans()):
+        kinds.insert(draw(st.integers(opened + 1, len(kinds))), "window_ended")
     lines = [_line(0, START)]
     for seq, kind in enumerate(kinds, start=1):
         line = _line(seq, {"type": kind, **draw(BODIES[kind])})
@@ -171,6 +179,8 @@ def _reference(data: bytes) -> tuple[str, ...] | ProcessState:
     """Strict reading written without the block path: split lines, decode each, check order."""
     state = ProcessState()
     complete = data[: data.rfind(b"\n") + 1]
+    last_t = -1.0
+    started = ended = False
     for number, line in enumerate(complete.split(b"\n")[:-1], start=1):
         try:
             event = decode_line(line)
@@ -181,6 +191,17 @@ def _reference(data: bytes) -> tuple[str, ...] | ProcessState:
             return ("error", "order", str(number))
         if (event.seq == 0) != isinstance(event, ProcessStarted):
             return ("error", "start", str(number))
+        if event.t < last_t:
+            return ("error", "order", str(number))
+        if isinstance(event, WindowStarted):
+            if started:
+                return ("error", "order", str(number))
+            started = True
+        if isinstance(event, WindowEnded):
+            if not started or ended:
+                return ("error", "order", str(number))
+            ended = True
+        last_t = event.t
         apply(state, event)
     return state
 

@@ -44,6 +44,15 @@ def _log(*bodies: dict[str, Any]) -> bytes:
     return _line(0, STARTED) + b"".join(_line(i + 1, b) for i, b in enumerate(bodies))
 
 
+WINDOW: dict[str, Any] = {"type": "window_started"}
+"""Requests count only inside the measured window, so logs that count them open one first."""
+
+
+def _open_log(*bodies: dict[str, Any]) -> bytes:
+    """A valid log with the window open: started (seq 0), window (seq 1), ``bodies`` from 2."""
+    return _log(WINDOW, *bodies)
+
+
 def _req(latency: Any = 10.0, n_in: Any = 3, n_out: Any = 4, **extra: Any) -> dict[str, Any]:
     return {
         "type": "request",
@@ -71,7 +80,7 @@ class TestReplayStream:
 
     def test_counts_requests_and_tokens(self) -> None:
         """Requests are counted and their tokens and latencies summed and kept."""
-        data = _log(_req(10.0, 3, 4), _req(20.5, 5, 6, ttft_ms=2.0, itl_ms=[1.0, 1.5]))
+        data = _open_log(_req(10.0, 3, 4), _req(20.5, 5, 6, ttft_ms=2.0, itl_ms=[1.0, 1.5]))
         cur = _replay(data)
         state = cur.state
         assert (state.requests, state.input_tokens, state.output_tokens) == (2, 8, 10)
@@ -110,8 +119,8 @@ class TestReplayStream:
 
     def test_resume_reads_only_appended_lines(self) -> None:
         """Resuming a cursor after more lines were appended folds just the new lines."""
-        first = _log(_req(1.0, 1, 1))
-        more = _line(2, _req(2.0, 10, 20))
+        first = _open_log(_req(1.0, 1, 1))
+        more = _line(3, _req(2.0, 10, 20))
         cur = _replay(first)
         cur = _replay(first + more, cursor=cur)
         assert (cur.state.requests, cur.state.input_tokens, cur.state.output_tokens) == (2, 11, 21)
@@ -136,8 +145,8 @@ class TestTornLastLine:
 
     def test_torn_line_is_ignored(self) -> None:
         """A torn last line is neither folded nor an error, and its bytes are counted as torn."""
-        whole = _log(_req(1.0, 1, 1))
-        torn = _line(2, _req(2.0, 5, 5))[:-1]
+        whole = _open_log(_req(1.0, 1, 1))
+        torn = _line(3, _req(2.0, 5, 5))[:-1]
         cur = _replay(whole + torn)
         assert cur.state.requests == 1
         assert cur.offset == len(whole)
@@ -146,26 +155,26 @@ class TestTornLastLine:
 
     def test_torn_half_a_json_object_is_ignored(self) -> None:
         """A last line cut in the middle of its JSON is ignored, not reported as corrupt."""
-        whole = _log(_req())
-        cur = _replay(whole + _line(2, _req())[:17])
+        whole = _open_log(_req())
+        cur = _replay(whole + _line(3, _req())[:17])
         assert cur.state.requests == 1
         assert cur.problems == []
 
     def test_torn_line_is_read_once_its_newline_arrives(self) -> None:
         """Resuming after the newline arrived folds the formerly torn line exactly once."""
-        whole = _log(_req(1.0, 1, 1))
-        line = _line(2, _req(2.0, 5, 5))
+        whole = _open_log(_req(1.0, 1, 1))
+        line = _line(3, _req(2.0, 5, 5))
         cur = _replay(whole + line[:-1])
         cur = _replay(whole + line, cursor=cur)
         assert cur.state.requests == 2
         assert cur.state.input_tokens == 6
-        assert (cur.offset, cur.torn_bytes, cur.lines) == (len(whole + line), 0, 3)
+        assert (cur.offset, cur.torn_bytes, cur.lines) == (len(whole + line), 0, 4)
         assert cur.state == _replay(whole + line).state
 
     def test_torn_line_growing_in_pieces(self) -> None:
         """A line that arrives a few bytes at a time is folded once, when complete."""
-        whole = _log()
-        line = _line(1, _req(2.0, 5, 5))
+        whole = _open_log()
+        line = _line(2, _req(2.0, 5, 5))
         cur = _replay(whole)
         for end in range(1, len(line) + 1, 9):
             cur = _replay(whole + line[:end], cursor=cur)
@@ -231,7 +240,7 @@ class TestCorruptLines:
 
     def test_crlf_line_ending_is_accepted_as_json_whitespace(self) -> None:
         """A stray ``\\r`` before the newline is JSON whitespace and does not corrupt the line."""
-        data = _log(_req()).replace(b"\n", b"\r\n")
+        data = _open_log(_req()).replace(b"\n", b"\r\n")
         assert _replay(data).state.requests == 1
 
 
@@ -287,7 +296,7 @@ class TestUnknownTypes:
 
     def test_unknown_type_is_skipped_and_counted(self, caplog: pytest.LogCaptureFixture) -> None:
         """An unknown event is skipped, logged with path and line, and counted by type."""
-        data = _log(
+        data = _open_log(
             {"type": "gpu_clock", "mhz": 1980},
             _req(),
             {"type": "gpu_clock", "mhz": 1700},
@@ -297,11 +306,11 @@ class TestUnknownTypes:
             cur = _replay(data)
         assert cur.state.unknown_types == {"gpu_clock": 2, "nccl_stats": 1}
         assert cur.state.requests == 1
-        assert cur.state.next_seq == 5
+        assert cur.state.next_seq == 6
         assert cur.problems == []
         messages = [r.getMessage() for r in caplog.records]
-        assert any(f"{PATH}:2:" in m and "'gpu_clock'" in m for m in messages)
-        assert any(f"{PATH}:5:" in m and "'nccl_stats'" in m for m in messages)
+        assert any(f"{PATH}:3:" in m and "'gpu_clock'" in m for m in messages)
+        assert any(f"{PATH}:6:" in m and "'nccl_stats'" in m for m in messages)
         assert all(r.levelno == logging.WARNING for r in caplog.records)
 
     def test_unknown_type_still_needs_a_valid_envelope(self) -> None:
@@ -328,18 +337,18 @@ class TestLenientMode:
 
     def test_corrupt_line_is_recorded_and_skipped(self, caplog: pytest.LogCaptureFixture) -> None:
         """A corrupt middle line becomes a problem naming path and line; later events count."""
-        data = _log(_req(1.0, 1, 1)) + b"garbage\n" + _line(2, _req(2.0, 2, 2))
+        data = _open_log(_req(1.0, 1, 1)) + b"garbage\n" + _line(3, _req(2.0, 2, 2))
         with caplog.at_level(logging.WARNING, logger="energy_ledger.core.replay"):
             cur = _replay(data, strict=False)
         assert cur.state.requests == 2
         assert len(cur.problems) == 1
-        assert cur.problems[0].startswith(f"{PATH}:3: ")
+        assert cur.problems[0].startswith(f"{PATH}:4: ")
         assert cur.offset == len(data)
-        assert any(f"{PATH}:3:" in r.getMessage() for r in caplog.records)
+        assert any(f"{PATH}:4:" in r.getMessage() for r in caplog.records)
 
     def test_gap_is_recorded_and_what_follows_is_kept(self) -> None:
         """After a gap, lenient mode records it and folds the events that follow."""
-        data = _log(_req(1.0, 1, 1)) + _line(5, _req(2.0, 2, 2)) + _line(6, _req(3.0, 3, 3))
+        data = _open_log(_req(1.0, 1, 1)) + _line(5, _req(2.0, 2, 2)) + _line(6, _req(3.0, 3, 3))
         cur = _replay(data, strict=False)
         assert cur.state.requests == 3
         assert cur.state.next_seq == 7
@@ -348,14 +357,14 @@ class TestLenientMode:
 
     def test_duplicate_is_recorded_and_dropped(self) -> None:
         """A duplicate line is recorded as a problem and not folded twice."""
-        req = _line(1, _req(1.0, 1, 1))
-        cur = _replay(_log() + req + req, strict=False)
+        req = _line(2, _req(1.0, 1, 1))
+        cur = _replay(_open_log() + req + req, strict=False)
         assert cur.state.requests == 1
         assert len(cur.problems) == 1
 
     def test_invalid_field_is_recorded(self) -> None:
         """An event with a wrongly typed field is recorded, and its seq is then missing."""
-        data = _log(_req(n_in=True)) + _line(2, _req())
+        data = _open_log(_req(n_in=True)) + _line(3, _req())
         cur = _replay(data, strict=False)
         assert cur.state.requests == 1
         assert len(cur.problems) == 2
@@ -425,8 +434,8 @@ class TestFastPathParity:
 
     def test_int_and_float_latency_give_the_same_summary(self) -> None:
         """A latency written as an integer gives the same summary as the same float."""
-        as_int = summarize_process(_replay(_log(_req(12, 1, 1))).state)
-        as_float = summarize_process(_replay(_log(_req(12.0, 1, 1))).state)
+        as_int = summarize_process(_replay(_open_log(_req(12, 1, 1))).state)
+        as_float = summarize_process(_replay(_open_log(_req(12.0, 1, 1))).state)
         assert as_int.raw.model_dump() == as_float.raw.model_dump()
         assert list(as_int.latencies_ms) == list(as_float.latencies_ms) == [12.0]
 

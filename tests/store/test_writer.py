@@ -205,7 +205,9 @@ class TestClose:
         """The closed log replays without error into a finished state with every request."""
         writer = _open(tmp_path)
         writer.append("process_started", **STARTED)
+        writer.append("window_started")
         writer.append("request", latency_ms=1.0, input_tokens=4, output_tokens=5)
+        writer.append("window_ended")
         writer.close(status="partial")
         state = replay_bytes(writer.path.read_bytes()).state
         assert state.finished

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from energy_ledger.core.decode import decode_block, decode_line
-from energy_ledger.core.events import FORMAT_VERSION, Event, ProcessStarted, UnknownEvent
+from energy_ledger.core.events import (
+    FORMAT_VERSION,
+    Event,
+    ProcessStarted,
+    UnknownEvent,
+    WindowEnded,
+    WindowStarted,
+)
 from energy_ledger.core.state import ProcessState, apply, apply_all
 from energy_ledger.exceptions import FormatError, UnsupportedVersionError
 
@@ -124,7 +131,7 @@ def _fold_block(cur: ReplayCursor, block: bytes, path: str | None, strict: bool)
     """
     lines = block[:-1].split(b"\n")
     events = decode_block(lines)
-    if events is not None and _in_order(cur.state.next_seq, events):
+    if events is not None and _in_order(cur.state, events):
         apply_all(cur.state, events)
         cur.lines += len(lines)
         return
@@ -134,22 +141,26 @@ def _fold_block(cur: ReplayCursor, block: bytes, path: str | None, strict: bool)
 
 
 _SEQ = operator.attrgetter("seq")
+_T = operator.attrgetter("t")
+_ORDERED = (ProcessStarted, WindowStarted, WindowEnded)
+"""Event types with a place in the log (the first event, the window's edges): they always take
+the line-by-line path, where ``_order_problem`` checks that place. They are a handful per log."""
 
 
-def _in_order(next_seq: int, events: list[Event]) -> bool:
-    """True when ``events`` continue the log without a gap, starting it where it must start.
+def _in_order(state: ProcessState, events: list[Event]) -> bool:
+    """True when ``_order_problem`` would find nothing wrong with any of ``events``.
 
-    The same rules as ``_order_problem``, for a whole block: consecutive ``seq`` from
-    ``next_seq``, and ``process_started`` exactly at ``seq`` 0.
+    That is: ``seq`` runs on from ``state.next_seq`` without a gap, ``t`` never decreases, and
+    no event is one of ``_ORDERED``, whose place in the log needs checking one by one.
     """
-    if list(map(_SEQ, events)) != list(range(next_seq, next_seq + len(events))):
+    next_seq = state.next_seq
+    if next_seq == 0 or list(map(_SEQ, events)) != list(range(next_seq, next_seq + len(events))):
         return False
-    rest = events
-    if next_seq == 0:
-        if type(events[0]) is not ProcessStarted:
-            return False
-        rest = events[1:]
-    return not any(type(e) is ProcessStarted for e in rest)
+    if any(isinstance(e, _ORDERED) for e in events):
+        return False
+    times = list(map(_T, events))
+    last_t = state.last_t
+    return (last_t is None or times[0] >= last_t) and all(map(operator.le, times, times[1:]))
 
 
 def _order_problem(state: ProcessState, event: Event | UnknownEvent) -> str | None:
@@ -164,6 +175,15 @@ def _order_problem(state: ProcessState, event: Event | UnknownEvent) -> str | No
         return "the first event (seq 0) must be process_started"
     if seq != 0 and starts:
         return "process_started may only be the first event (seq 0)"
+    if state.last_t is not None and event.t < state.last_t:
+        return f"time goes backwards: t={event.t!r} after t={state.last_t!r}"
+    if type(event) is WindowStarted and state.window_start_t is not None:
+        return "a second window_started (a log measures one window)"
+    if type(event) is WindowEnded:
+        if state.window_start_t is None:
+            return "window_ended before window_started"
+        if state.window_end_t is not None:
+            return "a second window_ended (a log measures one window)"
     return None
 
 

@@ -79,6 +79,9 @@ class ProcessState:
     power_samples: int = 0
     prev_sample_t: float | None = None
     prev_power_w: float | None = None
+    prev_power_t: float | None = None
+    first_power_w: float | None = None
+    first_power_t: float | None = None
     prev_throttle: int = 0
     sample_energy_mj: float | None = None
     counter_reset: bool = False
@@ -110,6 +113,17 @@ class ProcessState:
         return self.window_start_t is not None and self.window_end_t is None
 
 
+def _counter_went_backwards(state: ProcessState, t: float, before: float, after: float) -> None:
+    """Record a reset (or wrap) of the energy counter; the energy then comes from power."""
+    if state.counter_reset:
+        return
+    state.counter_reset = True
+    state.warnings.append(
+        f"energy counter went backwards at t={t:.3f} ({float(before)} -> {float(after)} mJ): "
+        "counter reset or wrap, energy integrated from power samples instead"
+    )
+
+
 def add_sample(
     state: ProcessState,
     t: float,
@@ -126,25 +140,26 @@ def add_sample(
         return
     state.samples += 1
     prev_t = state.prev_sample_t
-    if prev_t is not None:
-        dt = t - prev_t
-        if power_w is not None and state.prev_power_w is not None:
-            state.power_integral_j += dt * (power_w + state.prev_power_w) / 2.0
-        if state.prev_throttle & THROTTLE_ANY:
-            state.throttle_duration_sec += dt
+    if prev_t is not None and state.prev_throttle & THROTTLE_ANY:
+        state.throttle_duration_sec += t - prev_t
     if power_w is not None:
+        # Trapezoids between consecutive power readings: a sample without power_w does not
+        # cut the interval around it out of the integral.
+        if state.prev_power_t is not None and state.prev_power_w is not None:
+            state.power_integral_j += (
+                (t - state.prev_power_t) * (power_w + state.prev_power_w) / 2.0
+            )
+        else:
+            state.first_power_w, state.first_power_t = power_w, t
         state.power_samples += 1
-        state.prev_power_w = power_w
+        state.prev_power_w, state.prev_power_t = power_w, t
     state.prev_sample_t = t
     if energy_mj is not None:
         previous = state.sample_energy_mj
-        if previous is not None and energy_mj < previous and not state.counter_reset:
-            state.counter_reset = True
-            state.warnings.append(
-                f"energy counter went backwards at t={t:.3f} "
-                f"({float(previous)} -> {float(energy_mj)} mJ): "
-                "counter reset, energy integrated from power samples instead"
-            )
+        if previous is None:
+            previous = state.window_start_energy_mj
+        if previous is not None and energy_mj < previous:
+            _counter_went_backwards(state, t, previous, energy_mj)
         state.sample_energy_mj = energy_mj
     if temperature_c is not None and (
         state.max_temperature_c is None or temperature_c > state.max_temperature_c
@@ -177,6 +192,9 @@ def apply(state: ProcessState, event: Event | UnknownEvent) -> ProcessState:
     state.last_t = event.t
     match event:
         case Request():
+            if not state.window_open:
+                state.requests_outside_window += 1
+                return state
             state.requests += 1
             state.input_tokens += event.input_tokens
             state.output_tokens += event.output_tokens
@@ -206,6 +224,11 @@ def apply(state: ProcessState, event: Event | UnknownEvent) -> ProcessState:
             state.window_start_t = event.t
             state.window_start_energy_mj = event.energy_mj
         case WindowEnded():
+            before = state.sample_energy_mj
+            if before is None:
+                before = state.window_start_energy_mj
+            if event.energy_mj is not None and before is not None and event.energy_mj < before:
+                _counter_went_backwards(state, event.t, before, event.energy_mj)
             state.window_end_t = event.t
             state.window_end_energy_mj = event.energy_mj
         case Compute():
@@ -247,12 +270,16 @@ def apply_all(state: ProcessState, events: list[Event]) -> ProcessState:
         return state
     if state.first_t is None:
         state.first_t = events[0].t
-    n_hot = n_req = n_in = n_out = 0
+    n_hot = n_req = n_in = n_out = n_outside = 0
     latencies = state.latencies_ms.append
     ttfts = state.ttft_ms.append
     itls = state.itl_ms.extend
+    window_open = state.window_open
     for event in events:
         if type(event) is Request:
+            if not window_open:
+                n_outside += 1
+                continue
             n_req += 1
             n_in += event.input_tokens
             n_out += event.output_tokens
@@ -275,10 +302,12 @@ def apply_all(state: ProcessState, events: list[Event]) -> ProcessState:
             )
         else:
             apply(state, event)
+            window_open = state.window_open
     state.requests += n_req
+    state.requests_outside_window += n_outside
     state.input_tokens += n_in
     state.output_tokens += n_out
-    state.events += n_hot + n_req
+    state.events += n_hot + n_req + n_outside
     state.last_seq = events[-1].seq
     state.next_seq = events[-1].seq + 1
     state.last_t = events[-1].t
