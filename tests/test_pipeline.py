@@ -346,7 +346,7 @@ class TestRecover:
         simulate(tmp_path, processes=3, requests=10, fail=1, seed=8)
         recovery = recover_experiment(tmp_path / "raw" / EXP)
         assert recovery.report.state == "failed"
-        assert recovery.report.failed_indices == (2,)
+        assert recovery.report.failed_indices == [2]
         assert recovery.coverage["processes_failed"] == [2]
         assert any("process 2 failed: RuntimeError" in r for r in recovery.report.reasons)
 

@@ -101,6 +101,7 @@ def aggregate_scan(scan: ExperimentScan, *, partial: bool = False) -> Experiment
         if methodology in ("total", "steady_state", "windowed")
         else "total",
         partial=partial,
+        partial_reason=scan.report.error_message if partial else None,
         extra=extra,
     )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 from typing import Any
 
 import orjson
@@ -109,20 +108,7 @@ class TestProcessOrderLaw:
 
     @LAWS
     @given(processes=experiments())
-    def test_totals_follow_the_definitions(self, processes: list[ProcessSummary]) -> None:
-        """Tokens add up over processes; each GPU's energy is its counter span, counted once."""
+    def test_tokens_add_up_over_processes(self, processes: list[ProcessSummary]) -> None:
+        """Tokens add up over processes (the energy laws are in test_energy_laws.py)."""
         result = aggregate_results(processes, "exp")
         assert result.total_tokens == sum(p.input_tokens + p.output_tokens for p in processes)
-        by_gpu: dict[str, list[ProcessSummary]] = {}
-        for p in sorted(processes, key=lambda p: p.process_index):
-            by_gpu.setdefault(p.gpu_key, []).append(p)
-        expected = [
-            (
-                max(p.counter_end_mj or 0.0 for p in group)
-                - min(p.counter_start_mj or 0.0 for p in group)
-            )
-            / 1000.0
-            for group in by_gpu.values()
-        ]
-        assert result.energy_per_device_j == expected
-        assert result.total_energy_j == math.fsum(expected)

@@ -97,11 +97,11 @@ class TestComplete:
         report = _check(make(0), make(1))
         assert report.is_complete
         assert report.state == "complete"
-        assert report.reasons == ()
+        assert report.reasons == []
         assert report.error_message is None
         assert report.expected_processes == 2
-        assert report.found_indices == (0, 1)
-        assert report.run_ids == ("run-a",)
+        assert report.found_indices == [0, 1]
+        assert report.run_ids == ["run-a"]
 
     def test_order_of_evidence_does_not_matter(self, make: Make) -> None:
         """The report is the same whatever order the processes are given in."""
@@ -131,26 +131,26 @@ class TestCount:
         report = _check(make(0, world_size=3), make(1, world_size=3))
         assert not report.is_complete
         assert report.state == "pending"
-        assert report.missing_indices == (2,)
+        assert report.missing_indices == [2]
         assert _has(report, "expected 3 processes, found 2 (missing [2])")
 
     def test_missing_index(self, make: Make) -> None:
         """A gap in the indices is reported as missing."""
         report = _check(make(1))
-        assert report.missing_indices == (0,)
+        assert report.missing_indices == [0]
         assert report.state == "pending"
         assert _has(report, "missing [0]")
 
     def test_expected_count_overrides_world_size(self, make: Make) -> None:
         """An explicit expected count larger than the world size is not met."""
         report = _check(make(0), make(1), expected=4)
-        assert report.missing_indices == (2, 3)
+        assert report.missing_indices == [2, 3]
         assert not report.is_complete
 
     def test_duplicate_index(self, make: Make) -> None:
         """A ``process_1`` log that claims index 0 duplicates index 0 and is invalid."""
         report = _check(make(0), make(1, claims=0))
-        assert report.duplicate_indices == (0,)
+        assert report.duplicate_indices == [0]
         assert report.state == "invalid"
         assert _has(report, "process_1 log says it is process 0")
         assert _has(report, "duplicate process indices: [0]")
@@ -162,7 +162,7 @@ class TestCount:
         so the third file here holds a valid log that says it is process 1.
         """
         report = _check(make(0), make(1), make(2, claims=1))
-        assert report.out_of_range_indices == (2,)
+        assert report.out_of_range_indices == [2]
         assert report.state == "invalid"
         assert _has(report, "process indices [2] are >= world size 2")
 
@@ -187,29 +187,29 @@ class TestMarkers:
     def test_missing_marker(self, make: Make) -> None:
         """A process without a marker is pending."""
         report = _check(make(0), make(1, outcome="abandon"))
-        assert report.missing_markers == (1,)
+        assert report.missing_markers == [1]
         assert report.state == "pending"
         assert _has(report, "process 1 has no completion marker (process_1.done)")
 
     def test_marker_pending(self, make: Make) -> None:
         """A marker that promises more bytes than have arrived is pending, not invalid."""
         report = _check(make(0), make(1, edit=lambda data: data[:-30]))
-        assert report.pending_markers == (1,)
-        assert report.invalid_markers == ()
+        assert report.pending_markers == [1]
+        assert report.invalid_markers == []
         assert report.state == "pending"
         assert _has(report, "(not yet)")
 
     def test_marker_pending_with_everything_but_the_newline(self, make: Make) -> None:
         """A log missing only its final newline is still pending."""
         report = _check(make(0), make(1, edit=lambda data: data[:-1]))
-        assert report.pending_markers == (1,)
+        assert report.pending_markers == [1]
         assert report.state == "pending"
 
     def test_marker_for_fewer_bytes_than_the_log(self, make: Make) -> None:
         """Events after the marker's byte count make the marker invalid."""
         extra = orjson.dumps({"v": 1, "seq": 5, "t": T0 + 9, "type": "warning", "message": "late"})
         report = _check(make(0), make(1, edit=lambda data: data + extra + b"\n"))
-        assert report.invalid_markers == (1,)
+        assert report.invalid_markers == [1]
         assert report.state == "invalid"
         assert _has(report, "more than the")
 
@@ -226,7 +226,7 @@ class TestMarkers:
             return data.replace(b'"latency_ms":10.0', b'"latency_ms":19.0')
 
         report = _check(make(0), make(1, edit=edit))
-        assert report.invalid_markers == (1,)
+        assert report.invalid_markers == [1]
         assert report.state == "invalid"
         assert _has(report, "does not match its marker's SHA-256")
 
@@ -236,7 +236,7 @@ class TestMarkers:
         assert ev.marker is not None
         bad = dataclasses.replace(ev, marker=dataclasses.replace(ev.marker, final_seq=3))
         report = _check(make(0), bad)
-        assert report.invalid_markers == (1,)
+        assert report.invalid_markers == [1]
         assert _has(report, "the last seq is 3, the log ends at 4")
 
     def test_stale_run_id_in_marker(self, make: Make) -> None:
@@ -245,7 +245,7 @@ class TestMarkers:
         assert ev.marker is not None
         stale = dataclasses.replace(ev, marker=dataclasses.replace(ev.marker, run_id="run-old"))
         report = _check(make(0), stale)
-        assert report.invalid_markers == (1,)
+        assert report.invalid_markers == [1]
         assert report.state == "invalid"
         assert _has(report, "stale")
         assert _has(report, "'run-old'")
@@ -256,21 +256,21 @@ class TestMarkers:
         assert ev.marker is not None
         other = dataclasses.replace(ev, marker=dataclasses.replace(ev.marker, process_index=0))
         report = _check(make(0), other)
-        assert report.invalid_markers == (1,)
+        assert report.invalid_markers == [1]
         assert _has(report, "marker names process 0")
 
     def test_unusable_marker(self, make: Make) -> None:
         """A marker file that did not parse makes the process invalid, with the parse error."""
         ev = dataclasses.replace(make(1), marker=None, marker_error="not valid JSON")
         report = _check(make(0), ev)
-        assert report.invalid_markers == (1,)
+        assert report.invalid_markers == [1]
         assert _has(report, "marker is unusable: not valid JSON")
 
     def test_marker_without_process_finished(self, make: Make) -> None:
         """A marker over a log whose last event is not ``process_finished`` is invalid."""
         unfinished = make(1, outcome="abandon").summary
         report = _check(make(0), dataclasses.replace(make(1), summary=unfinished))
-        assert report.invalid_markers == (1,)
+        assert report.invalid_markers == [1]
         assert _has(report, "no process_finished event")
 
 
@@ -280,7 +280,7 @@ class TestAgreement:
     def test_processes_disagree_on_run_id(self, make: Make) -> None:
         """Two run ids among the logs are invalid, and both are named."""
         report = _check(make(0, run_id="run-a"), make(1, run_id="run-b"))
-        assert report.run_ids == ("run-a", "run-b")
+        assert report.run_ids == ["run-a", "run-b"]
         assert report.state == "invalid"
         assert _has(report, "disagree on run_id: run-a, run-b")
 
@@ -309,9 +309,9 @@ class TestFailed:
     def test_failed_process(self, make: Make) -> None:
         """A failed process is reported with its error, and no marker is expected from it."""
         report = _check(make(0), make(1, outcome="fail"))
-        assert report.failed_indices == (1,)
+        assert report.failed_indices == [1]
         assert report.state == "failed"
-        assert report.missing_markers == ()
+        assert report.missing_markers == []
         assert _has(report, "process 1 failed: RuntimeError: boom")
 
 
@@ -351,3 +351,72 @@ class TestState:
             "reasons": (),
         }
         assert CompletenessReport(**{**base, **fields}).state == state
+
+
+class TestLLenergyMeasureShape:
+    """The report has LLenergyMeasure's shape: lists, ``marker_status``, ``error_message``."""
+
+    def test_sequences_are_lists(self, make: Make) -> None:
+        """Every index sequence is a list, as in LLenergyMeasure's pydantic report."""
+        report = _check(make(0))
+        for name in ("found_indices", "missing_indices", "duplicate_indices", "reasons"):
+            assert isinstance(getattr(report, name), list), name
+
+    def test_tuples_given_are_stored_as_lists(self) -> None:
+        """Older callers that pass tuples (as the fields once were) still get lists."""
+        report = CompletenessReport(
+            experiment_id=EXP,
+            expected_processes=1,
+            found_processes=1,
+            found_indices=(0,),
+            missing_indices=(),
+            duplicate_indices=(),
+            out_of_range_indices=(),
+            missing_markers=(),
+            invalid_markers=(),
+            pending_markers=(),
+            failed_indices=(),
+            run_ids=("a",),
+        )
+        assert (report.found_indices, report.run_ids, report.reasons) == ([0], ["a"], [])
+
+    def test_marker_status_of_every_expected_index(self, make: Make) -> None:
+        """Index 0 has a valid marker, 1 none (abandoned) and 2 no log at all."""
+        report = _check(make(0, world_size=3), make(1, world_size=3, outcome="abandon"))
+        assert report.marker_status == {0: True, 1: False, 2: False}
+        assert report.missing_indices == [2]
+        assert report.missing_markers == [1]
+
+    def test_invalid_and_failed_markers_are_false(self, make: Make) -> None:
+        """A marker that does not match its log, or a failed process, is not a valid marker."""
+        wrong_sha = make(0, edit=lambda data: data.replace(b"10.0", b"11.0"))
+        failed = make(1, outcome="fail")
+        assert _check(wrong_sha, failed).marker_status == {0: False, 1: False}
+
+    def test_complete_run_all_true(self, make: Make) -> None:
+        """A complete run has a valid marker for every index."""
+        report = _check(make(0), make(1))
+        assert report.marker_status == {0: True, 1: True}
+        assert report.is_complete and report.error_message is None
+
+    def test_to_dict_has_upstream_fields(self, make: Make) -> None:
+        """The JSON form carries ``marker_status`` (string keys, as JSON has them) and
+        ``error_message``."""
+        report = _check(make(0))
+        d = report.to_dict()
+        assert d["marker_status"] == {"0": True, "1": False}
+        assert d["error_message"] == "; ".join(report.reasons)
+        assert orjson.loads(orjson.dumps(d)) == d
+
+    def test_legacy_marker_is_existence(self) -> None:
+        """In the older layout a ``.completed_<i>`` file is the marker (what LLenergyMeasure
+        checks)."""
+        state = ProcessState()
+        evidence = [
+            ProcessEvidence(
+                index=i, summary=summarize_process(state, i), legacy=True, legacy_marker=has
+            )
+            for i, has in ((0, True), (1, False))
+        ]
+        report = check_completeness(EXP, evidence, expected_processes=2)
+        assert report.marker_status == {0: True, 1: False}

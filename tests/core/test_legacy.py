@@ -6,15 +6,22 @@ results (they are schema-2.0 ``RawProcessResult`` values, as LLenergyMeasure wri
 
 from __future__ import annotations
 
+import calendar
 import json
+import subprocess
+import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from energy_ledger.models import RawProcessResult
+from energy_ledger.core.legacy import summary_from_raw
+from energy_ledger.models import RawProcessResult, Timestamps
 from energy_ledger.pipeline import recover_experiment, replay_root, validate_experiment
 from energy_ledger.simulate import ExperimentTruth, simulate
 from energy_ledger.store.reader import scan_experiment
+from tests.core.ledgers import Req, ledger, summary
+from tests.helpers import child_env
 
 EXP = "sim-0000"
 
@@ -53,7 +60,7 @@ class TestComplete:
         scan = scan_experiment(legacy / "raw" / EXP)
         assert scan.legacy is True
         assert scan.report.is_complete, scan.report.error_message
-        assert scan.report.found_indices == (0, 1, 2)
+        assert scan.report.found_indices == [0, 1, 2]
 
     def test_replays_to_the_ground_truth(
         self, legacy: Path, source: tuple[ExperimentTruth, list[bytes]]
@@ -89,7 +96,7 @@ class TestIncomplete:
         """A marker without its ``process_1.json`` leaves index 1 missing."""
         (legacy / "raw" / EXP / "process_1.json").unlink()
         scan = scan_experiment(legacy / "raw" / EXP)
-        assert scan.report.missing_indices == (1,)
+        assert scan.report.missing_indices == [1]
         assert "expected 3 processes, found 2 (missing [1])" in (scan.report.error_message or "")
         (outcome,) = replay_root(legacy)
         assert outcome.action == "skipped"
@@ -100,7 +107,7 @@ class TestIncomplete:
         (folder / "process_2.json").unlink()
         (folder / ".completed_2").unlink()
         report = validate_experiment(folder, expected_processes=3).report
-        assert report.missing_indices == (2,)
+        assert report.missing_indices == [2]
         assert not report.is_complete
 
     def test_unreadable_process_file(self, legacy: Path) -> None:
@@ -132,6 +139,80 @@ class TestRecover:
         """A missing process file is listed as missing; the others are covered."""
         (legacy / "raw" / EXP / "process_0.json").unlink()
         recovery = recover_experiment(legacy / "raw" / EXP)
-        assert recovery.report.missing_indices == (0,)
+        assert recovery.report.missing_indices == [0]
         assert recovery.coverage["processes_found"] == 2
         assert [p.process_index for p in recovery.result.process_results] == [1, 2]
+
+
+AGGREGATE_FILE = """
+import sys
+from energy_ledger.core.aggregation import aggregate_results
+from energy_ledger.models import RawProcessResult
+from energy_ledger.store.exporters import result_to_json_bytes
+raw = RawProcessResult.model_validate_json(open(sys.argv[1], "rb").read())
+sys.stdout.buffer.write(result_to_json_bytes(aggregate_results([raw], raw.experiment_id)))
+"""
+
+NAIVE_TIMESTAMP = """
+import datetime
+print(repr(datetime.datetime(2026, 3, 13, 14, 21, 11).timestamp()))
+"""
+
+
+def _run(code: str, tz: str, *args: str) -> bytes:
+    """Run ``code`` in a fresh interpreter with ``TZ=tz``; its standard output."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=child_env(TZ=tz),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
+class TestNaiveTimestamps:
+    """Timestamps without a zone are UTC: the host's time zone cannot change a result."""
+
+    @pytest.fixture
+    def naive_file(self, tmp_path: Path) -> Path:
+        """A process file whose window is 2026-03-13 14:21:11 to :15, without a time zone."""
+        start = datetime(2026, 3, 13, 14, 21, 11)
+        raw = summary(ledger(0, [Req(5.0, 1, 2, ttft_ms=1.0)])).raw.model_copy(
+            update={
+                "timestamps": Timestamps(
+                    start=start, end=start + timedelta(seconds=4), duration_sec=4.0
+                )
+            }
+        )
+        path = tmp_path / "process_0.json"
+        path.write_text(raw.model_dump_json())
+        assert '"start":"2026-03-13T14:21:11"' in path.read_text()  # really naive on disk
+        return path
+
+    def test_the_zone_matters_to_naive_datetimes(self) -> None:
+        """The check below is not vacuous: the child's TZ does change a naive ``timestamp()``."""
+        assert _run(NAIVE_TIMESTAMP, "UTC") != _run(NAIVE_TIMESTAMP, "Asia/Tokyo")
+
+    def test_same_bytes_in_utc_and_tokyo(self, naive_file: Path) -> None:
+        """Aggregating the same file under TZ=UTC and TZ=Asia/Tokyo gives the same bytes."""
+        in_utc = _run(AGGREGATE_FILE, "UTC", str(naive_file))
+        in_tokyo = _run(AGGREGATE_FILE, "Asia/Tokyo", str(naive_file))
+        assert in_utc == in_tokyo
+        emitted = json.loads(in_utc)
+        expected = calendar.timegm((2026, 3, 13, 14, 21, 11, 0, 0, 0))
+        start = datetime.fromisoformat(emitted["start_time"])
+        assert start.timestamp() == expected
+        assert emitted["total_inference_time_sec"] == 4.0
+
+    def test_read_as_utc_with_a_warning(self, naive_file: Path) -> None:
+        """The summary reads the naive window as UTC and says so."""
+        raw = RawProcessResult.model_validate_json(naive_file.read_bytes())
+        s = summary_from_raw(raw)
+        assert s.window_start_t == calendar.timegm((2026, 3, 13, 14, 21, 11, 0, 0, 0))
+        assert any("no time zone: read as UTC" in w for w in s.warnings)
+
+    def test_aware_timestamps_have_no_warning(self, naive_file: Path) -> None:
+        """Our own files carry UTC offsets: no warning for them."""
+        raw = summary(ledger(0, [Req(5.0, 1, 2)])).raw
+        assert not any("time zone" in w for w in summary_from_raw(raw).warnings)

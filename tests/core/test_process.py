@@ -80,7 +80,8 @@ class TestEnergy:
     def test_trapezoid_without_both_readings(
         self, start_mj: float | None, end_mj: float | None
     ) -> None:
-        """Without both counter readings, energy is the trapezoid integral of in-window power."""
+        """Without both counter readings, energy is the trapezoid integral of in-window power,
+        with the window's edges held at the nearest reading."""
         s = _summary(
             (9.0, _sample(1000.0)),
             (10.0, _ws(start_mj)),
@@ -90,8 +91,9 @@ class TestEnergy:
             (14.0, _we(end_mj)),
             (15.0, _sample(1000.0)),
         )
-        # 1.0 s * (100 + 200) / 2 + 2.0 s * (200 + 150) / 2, samples at 9.0 and 15.0 excluded.
-        assert s.energy_j == pytest.approx(150.0 + 350.0)
+        # 1.0 s * (100 + 200) / 2 + 2.0 s * (200 + 150) / 2, samples at 9.0 and 15.0 excluded,
+        # plus the edges held at the nearest reading: 0.5 s * 100 W and 0.5 s * 150 W.
+        assert s.energy_j == pytest.approx(150.0 + 350.0 + 50.0 + 75.0)
         assert s.energy_source == "power_integral"
         assert s.warnings
 
@@ -116,7 +118,8 @@ class TestEnergy:
             (12.0, _we(900_000)),
         )
         assert s.energy_source == "power_integral"
-        assert s.energy_j == pytest.approx(50.0)
+        # 1 s at 50 W between the samples, and 1 s at 50 W held from 11.0 to the end at 12.0.
+        assert s.energy_j == pytest.approx(50.0 + 50.0)
 
     def test_no_figure_at_all(self) -> None:
         """Without counter readings or two power samples, the energy is 0 with a warning."""

@@ -66,10 +66,14 @@ class TestRecorderRun:
         order = [k for k in kinds if k not in ("sample", "warning")]
         assert order == [
             "process_started",
+            "clock",
             "baseline",
             "window_started",
+            "clock",
             "request",
             "window_ended",
+            "clock",
+            "clock",
             "process_finished",
         ]
         assert [e["seq"] for e in evs] == list(range(len(evs)))

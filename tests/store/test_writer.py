@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -277,3 +280,160 @@ class TestContextManager:
         assert last["type"] == "process_failed"
         assert last["error"] == "ValueError: bad batch"
         assert not writer.marker_path.exists()
+
+
+class TestClock:
+    """Events are stamped by a clock that never goes backwards unless one is given."""
+
+    def test_default_clock_survives_a_wall_clock_step_back(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With no clock given, ``t`` keeps increasing after the system clock is set back."""
+        writer = EventLogWriter.open(tmp_path, EXP, 0)
+        writer.append("process_started", **STARTED)
+        real_time = time.time
+        monkeypatch.setattr(time, "time", lambda: real_time() - 3600.0)
+        for _ in range(20):
+            writer.append("warning", message="after the step")
+        writer.flush()
+        times = [line["t"] for line in read_events(writer.path)]
+        assert times == sorted(times)
+        assert times[-1] > time.time() + 3000.0
+        writer.abandon()
+
+    def test_given_clock_is_used(self, tmp_path: Path) -> None:
+        """A clock passed in stamps the events (tests rely on it)."""
+        writer = _open(tmp_path, clock=ticking_clock(T0, 2.0))
+        writer.append("process_started", **STARTED)
+        writer.append("warning", message="x")
+        writer.flush()
+        assert [line["t"] for line in read_events(writer.path)] == [T0, T0 + 2.0]
+        writer.abandon()
+
+
+def _whole_second_fstat(real_fstat: Any) -> Any:
+    """An ``os.fstat`` whose mtime has lost its sub-second part, as on Lustre."""
+
+    def fstat(fd: int) -> SimpleNamespace:
+        mtime_ns = real_fstat(fd).st_mtime_ns
+        return SimpleNamespace(st_mtime_ns=mtime_ns - mtime_ns % 1_000_000_000)
+
+    return fstat
+
+
+class TestFsOffset:
+    """A measured flush estimates this host's wall clock minus the filesystem's."""
+
+    def test_local_file_offset_is_zero_within_its_error(self, tmp_path: Path) -> None:
+        """On a local file the kernel stamps mtime with this host's clock: the offset is 0."""
+        writer = _open(tmp_path)
+        writer.append("process_started", **STARTED)
+        writer.flush(measure_fs_offset=True)
+        offset = writer.fs_offset
+        assert offset is not None
+        assert abs(offset.offset_sec) <= offset.error_sec
+        assert offset.error_sec < 0.5 or offset.whole_second_mtime
+        writer.abandon()
+
+    def test_host_clock_ahead_is_measured(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With ``time.time`` 3 s ahead of the clock that stamps mtimes, the estimate is +3 s."""
+        writer = _open(tmp_path)
+        writer.append("process_started", **STARTED)
+        real_time = time.time
+        monkeypatch.setattr(time, "time", lambda: real_time() + 3.0)
+        writer.flush(measure_fs_offset=True)
+        offset = writer.fs_offset
+        assert offset is not None
+        assert abs(offset.offset_sec - 3.0) <= offset.error_sec
+        assert offset.error_sec < 0.5 or offset.whole_second_mtime
+        writer.abandon()
+
+    def test_ordinary_flushes_do_not_measure(self, tmp_path: Path) -> None:
+        """Only a flush asked to measure runs ``fstat`` (on NFS it waits for the server)."""
+        writer = _open(tmp_path, flush_every_events=1)
+        writer.append("process_started", **STARTED)
+        for i in range(5):
+            writer.append("warning", message=str(i))
+        writer.flush()
+        assert writer.fs_offset is None
+        writer.close()
+        assert writer.fs_offset is None
+
+    def test_whole_second_mtimes_widen_the_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """mtimes in whole seconds add a second of error, until a sub-second one is seen."""
+        writer = _open(tmp_path)
+        writer.append("process_started", **STARTED)
+        monkeypatch.setattr(os, "fstat", _whole_second_fstat(os.fstat))
+        writer.flush(measure_fs_offset=True)
+        coarse = writer.fs_offset
+        monkeypatch.undo()
+        assert coarse is not None and coarse.whole_second_mtime
+        assert coarse.error_sec >= 1.0
+        assert abs(coarse.offset_sec) <= coarse.error_sec
+        writer.append("warning", message="second write")
+        writer.flush(measure_fs_offset=True)
+        fine = writer.fs_offset
+        assert fine is not None
+        real_whole = os.stat(writer.path).st_mtime_ns % 1_000_000_000 == 0
+        assert fine.whole_second_mtime is real_whole
+        writer.abandon()
+
+    def test_nothing_buffered_measures_nothing(self, tmp_path: Path) -> None:
+        """A measured flush with an empty buffer writes nothing and keeps the last estimate."""
+        writer = _open(tmp_path)
+        writer.append("process_started", **STARTED)
+        writer.flush()
+        writer.flush(measure_fs_offset=True)
+        assert writer.fs_offset is None
+        writer.abandon()
+
+
+class TestAppendClock:
+    """``append_clock`` writes a ``clock`` event with the offset measured just before it."""
+
+    def test_clock_event_fields_and_replay(self, tmp_path: Path) -> None:
+        """The event carries the given readings and the writer's fresh offset, and replays."""
+        writer = _open(tmp_path)
+        writer.append("process_started", **STARTED)
+        writer.append_clock(T0 + 0.25, 123.5, T0 + 0.375)
+        offset = writer.fs_offset
+        assert offset is not None
+        writer.close()
+        clock = [line for line in read_events(writer.path) if line["type"] == "clock"]
+        assert clock == [
+            {
+                "v": 1,
+                "seq": 1,
+                "t": T0 + 0.25,
+                "type": "clock",
+                "monotonic_sec": 123.5,
+                "wall_t": T0 + 0.375,
+                "fs_offset_sec": offset.offset_sec,
+                "fs_offset_error_sec": offset.error_sec,
+            }
+        ]
+        state = replay_bytes(writer.path.read_bytes()).state
+        assert len(state.clocks) == 1 and state.finished
+
+    def test_without_wall_time(self, tmp_path: Path) -> None:
+        """``wall_t`` is optional and left out when not given."""
+        writer = _open(tmp_path)
+        writer.append("process_started", **STARTED)
+        writer.append_clock(T0, 1.0)
+        writer.flush()
+        assert "wall_t" not in read_events(writer.path)[-1]
+        writer.abandon()
+
+    def test_refused_before_start_and_after_close(self, tmp_path: Path) -> None:
+        """A clock event cannot be first, nor follow ``process_finished``."""
+        writer = _open(tmp_path)
+        with pytest.raises(LedgerError, match="process_started"):
+            writer.append_clock(T0, 1.0)
+        writer.append("process_started", **STARTED)
+        writer.close()
+        with pytest.raises(LedgerError, match="closed"):
+            writer.append_clock(T0, 1.0)

@@ -13,7 +13,12 @@ Raw samples are concatenated across processes and statistics computed once. The 
 - Baseline: per GPU, the mean baseline power of its processes; adjusted energy per GPU is
   ``max(0, energy_j - baseline_power_w * gpu_span_sec)``; ``energy_adjusted_j`` is their sum and
   top-level ``baseline_power_w`` the sum of per-GPU baselines (idle power of all GPUs used).
-- Percentiles: linear interpolation over the concatenated lists (``stats``).
+- Percentiles: linear interpolation over the concatenated lists (``stats``); ``latency_stats``
+  as LLenergyMeasure means it (``core.latency``: ``itl_*`` trimmed, ``itl_full_*`` not).
+- ``extended_metrics.tpot_ms`` = mean over requests of ``(latency - ttft) / (output_tokens - 1)``;
+  ``aggregation.output_tokens_per_second`` = ``output_tokens / total_inference_time_sec``.
+- Warm-up: merged over processes (``_merge_warmup``); a partial result says so in
+  ``measurement_warnings`` and ``reproducibility_notes``.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal, cast
 
 from energy_ledger._version import __version__
-from energy_ledger.core.energy import gpu_energy
+from energy_ledger.core.energy import gpu_energy, group_by_gpu
 from energy_ledger.core.events import FORMAT_VERSION
+from energy_ledger.core.latency import latency_statistics
 from energy_ledger.core.legacy import summary_from_raw
 from energy_ledger.core.process import ProcessSummary, utc
-from energy_ledger.core.stats import Summary, mean, summarize
+from energy_ledger.core.stats import mean, summarize
+from energy_ledger.core.validity import validity_warnings
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.models import (
     AggregationMetadata,
@@ -37,12 +44,12 @@ from energy_ledger.models import (
     ExperimentResult,
     ExtendedEfficiencyMetrics,
     GPUUtilisationMetrics,
-    LatencyStatistics,
     MemoryEfficiencyMetrics,
     MultiGPUMetrics,
     RawProcessResult,
     RequestLatencyMetrics,
     ThermalThrottleInfo,
+    WarmupResult,
 )
 
 SHORT_MEASUREMENT_SEC = 10.0
@@ -54,6 +61,16 @@ REPRODUCIBILITY_NOTES = (
     "available). Aggregated late by energy-ledger from append-only event logs: replaying the "
     "same logs reproduces this file byte for byte."
 )
+
+PARTIAL_NOTES = (
+    " PARTIAL RESULT: recovered from an incomplete run ({reason}). Its figures cover only the "
+    "processes, requests and time that were logged; do not compare it with complete results."
+)
+"""Appended to ``reproducibility_notes`` of a partial result (``{reason}``: why incomplete)."""
+
+INCOMPLETE_WARNING = "Incomplete results: {reason}"
+"""The ``measurement_warnings`` entry of a partial result, worded as LLenergyMeasure words it
+when it aggregates an incomplete experiment with ``strict=False``."""
 
 Methodology = Literal["total", "steady_state", "windowed"]
 
@@ -76,25 +93,59 @@ def _merge_throttle(processes: Sequence[ProcessSummary]) -> ThermalThrottleInfo 
     )
 
 
-def _latency_stats(t: Summary | None, i: Summary | None) -> LatencyStatistics | None:
-    if t is None:
-        return None
-    return LatencyStatistics(
-        ttft_mean_ms=t.mean,
-        ttft_median_ms=t.median,
-        ttft_p95_ms=t.p95,
-        ttft_p99_ms=t.p99,
-        ttft_min_ms=t.min,
-        ttft_max_ms=t.max,
-        ttft_samples=t.count,
-        itl_mean_ms=i.mean if i else None,
-        itl_median_ms=i.median if i else None,
-        itl_p95_ms=i.p95 if i else None,
-        itl_p99_ms=i.p99 if i else None,
-        itl_samples=i.count if i else 0,
-        itl_full_mean_ms=i.mean if i else None,
-        itl_full_p99_ms=i.p99 if i else None,
+def _merge_warmup(
+    processes: Sequence[ProcessSummary], warnings: list[str]
+) -> tuple[WarmupResult | None, int | None]:
+    """The experiment's warm-up outcome and the warm-up prompts run, over all processes.
+
+    Each process warms its own GPU, so the experiment is warmed up only when every process is:
+    ``converged`` is the AND, ``final_cv`` the worst (largest) CV, ``iterations_completed`` the
+    longest warm-up (comparable with ``max_prompts``, a per-process limit), ``latencies_ms``
+    concatenated in process order, ``thermal_floor_wait_s`` the longest wait (processes wait in
+    parallel). ``target_cv`` and ``max_prompts`` are settings: the largest is kept, with a
+    warning when processes disagree. The second value, ``warmup_excluded_samples``, is the sum of
+    ``iterations_completed``: every warm-up prompt that was kept out of the window.
+    """
+    pairs = [(p.process_index, p.raw.warmup_result) for p in processes if p.raw.warmup_result]
+    results = [w for _, w in pairs]
+    if not results:
+        return None, None
+    if len(pairs) < len(processes):
+        have = {i for i, _ in pairs}
+        missing = [p.process_index for p in processes if p.process_index not in have]
+        warnings.append(f"no warm-up result for processes {missing}: merged from the others")
+    if len({(w.target_cv, w.max_prompts) for w in results}) > 1:
+        warnings.append("processes used different warm-up settings (target_cv, max_prompts)")
+    excluded = sum(w.iterations_completed for w in results)
+    if len(results) == 1:
+        return results[0], excluded
+    merged = WarmupResult(
+        converged=all(w.converged for w in results),
+        final_cv=max(w.final_cv for w in results),
+        iterations_completed=max(w.iterations_completed for w in results),
+        target_cv=max(w.target_cv for w in results),
+        max_prompts=max(w.max_prompts for w in results),
+        latencies_ms=[x for w in results for x in w.latencies_ms],
+        thermal_floor_wait_s=max(w.thermal_floor_wait_s for w in results),
     )
+    return merged, excluded
+
+
+def _tpot_ms(processes: Sequence[ProcessSummary], warnings: list[str]) -> float | None:
+    """Mean time per output token over every request that has one, all processes together.
+
+    ``None`` when no request has one, or when a process's file cannot give its requests' TPOT
+    (older per-process files) while it has TTFT samples: a mean over the other processes only
+    would not describe the experiment.
+    """
+    unknown = [p.process_index for p in processes if p.tpot_ms is None and len(p.ttft_ms)]
+    if unknown:
+        warnings.append(
+            f"tpot_ms left out: the files of processes {unknown} carry no per-request output tokens"
+        )
+        return None
+    tpot = _concat(p.tpot_ms for p in processes if p.tpot_ms is not None)
+    return mean(tpot) if len(tpot) else None
 
 
 def _environment(
@@ -131,6 +182,7 @@ def aggregate_results(
     measurement_methodology: Methodology = "total",
     *,
     partial: bool = False,
+    partial_reason: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> ExperimentResult:
     """Combine per-process results into one ``ExperimentResult`` (late aggregation).
@@ -141,7 +193,10 @@ def aggregate_results(
         experiment_id: the experiment's id.
         measurement_config_hash: defaults to the first process's hash (or "").
         measurement_methodology: ``total``, ``steady_state`` or ``windowed``.
-        partial: mark the result as partial (``recover``).
+        partial: mark the result as partial (``recover``): ``aggregation.partial``, an
+            "Incomplete results" entry first in ``measurement_warnings`` and in
+            ``aggregation.warnings``, and a sentence in ``reproducibility_notes``.
+        partial_reason: why it is incomplete (the completeness report's reasons).
         extra: more facts for ``aggregation`` (completeness report, coverage).
 
     Raises:
@@ -158,10 +213,9 @@ def aggregate_results(
     for p in processes:
         measurement_warnings.extend(f"process {p.process_index}: {w}" for w in p.warnings)
 
-    groups: dict[str, list[ProcessSummary]] = {}
-    for p in processes:
-        groups.setdefault(p.gpu_key, []).append(p)
+    groups = group_by_gpu(processes, agg_warnings)
     gpus = [gpu_energy(key, members, agg_warnings) for key, members in groups.items()]
+    measurement_warnings.extend(validity_warnings(processes, gpus, measurement_methodology))
     total_energy_j = math.fsum(g.energy_j for g in gpus)
 
     windows = [p for p in processes if p.has_window]
@@ -193,8 +247,11 @@ def aggregate_results(
     if len({p.run_id for p in processes}) > 1:
         agg_warnings.append("processes belong to different runs")
 
-    input_tokens = sum(p.input_tokens for p in processes)
-    output_tokens = sum(p.output_tokens for p in processes)
+    counting = [p for p in processes if p.counts_requests]
+    if not counting:
+        agg_warnings.append("no process counts its requests (counts_requests is false on all)")
+    input_tokens = sum(p.input_tokens for p in counting)
+    output_tokens = sum(p.output_tokens for p in counting)
     total_tokens = input_tokens + output_tokens
     per_token_div = output_tokens or total_tokens
     total_flops = math.fsum(p.flops_total for p in processes)
@@ -229,9 +286,12 @@ def aggregate_results(
     )
 
     # One concatenation per list, in process-index order (these lists hold every request).
-    ttft = summarize(_concat(p.ttft_ms for p in processes))
-    itl = summarize(_concat(p.itl_ms for p in processes))
-    e2e = summarize(_concat(p.latencies_ms for p in processes))
+    latency_stats = latency_statistics(
+        _concat(p.ttft_ms for p in counting),
+        _concat(p.itl_trimmed_ms for p in counting),
+        _concat(p.itl_ms for p in counting),
+    )
+    e2e = summarize(_concat(p.latencies_ms for p in counting))
     sm = _concat(p.sm_util_pct for p in processes)
     environment = _environment(processes, agg_warnings)
     peaks = [p.peak_memory_mb for p in processes if p.peak_memory_mb is not None]
@@ -239,7 +299,7 @@ def aggregate_results(
     peak_mem = max(peaks) if peaks else 0.0
     vram = environment.hardware.gpu.vram_total_mb if environment else 0.0
     extended = ExtendedEfficiencyMetrics(
-        tpot_ms=itl.mean if itl else None,
+        tpot_ms=_tpot_ms(counting, agg_warnings),
         memory=MemoryEfficiencyMetrics(
             total_vram_mb=vram,
             model_memory_mb=model_mem,
@@ -268,6 +328,13 @@ def aggregate_results(
         if len(gpus) > 1
         else None
     )
+    warmup, warmup_excluded = _merge_warmup(processes, agg_warnings)
+    notes = REPRODUCIBILITY_NOTES
+    if partial:
+        reason = partial_reason or "marked partial: the run may not have finished"
+        agg_warnings.insert(0, INCOMPLETE_WARNING.format(reason=reason))
+        measurement_warnings.insert(0, INCOMPLETE_WARNING.format(reason=reason))
+        notes += PARTIAL_NOTES.format(reason=reason)
     run_ids = sorted({p.run_id for p in processes if p.run_id})
     aggregation = AggregationMetadata(
         method="late_concatenation_energy_per_physical_gpu",
@@ -280,11 +347,11 @@ def aggregate_results(
         ledger_format=FORMAT_VERSION,
         run_id=run_ids[0] if len(run_ids) == 1 else run_ids,
         partial=partial,
+        output_tokens_per_second=output_tokens / span_sec if span_sec > 0 else None,
         gpus=[g.to_dict() for g in gpus],
         **(extra or {}),
     )
     first = processes[0]
-    warmup = next((p.raw.warmup_result for p in processes if p.raw.warmup_result), None)
     config_hash = measurement_config_hash or first.measurement_config_hash or ""
     return ExperimentResult(
         experiment_id=experiment_id,
@@ -298,9 +365,12 @@ def aggregate_results(
         avg_tokens_per_second=total_tokens / span_sec if span_sec > 0 else 0.0,
         avg_energy_per_token_j=total_energy_j / per_token_div if per_token_div else 0.0,
         total_flops=total_flops,
-        flops_per_output_token=total_flops / output_tokens if output_tokens else None,
-        flops_per_input_token=total_flops / input_tokens if input_tokens else None,
-        flops_per_second=total_flops / span_sec if span_sec > 0 else None,
+        # None, not 0.0, without FLOPs: LLenergyMeasure's contract for these three fields.
+        flops_per_output_token=total_flops / output_tokens
+        if total_flops and output_tokens
+        else None,
+        flops_per_input_token=total_flops / input_tokens if total_flops and input_tokens else None,
+        flops_per_second=total_flops / span_sec if total_flops and span_sec > 0 else None,
         baseline_power_w=baseline_w,
         energy_adjusted_j=adjusted_j,
         energy_per_device_j=[g.energy_j for g in gpus],
@@ -308,7 +378,8 @@ def aggregate_results(
         multi_gpu=multi,
         environment_snapshot=environment,
         measurement_warnings=_dedup(measurement_warnings + agg_warnings),
-        reproducibility_notes=REPRODUCIBILITY_NOTES,
+        warmup_excluded_samples=warmup_excluded,
+        reproducibility_notes=notes,
         start_time=utc(start_t),
         end_time=utc(end_t),
         effective_config=first.effective_config,
@@ -316,6 +387,6 @@ def aggregate_results(
         aggregation=aggregation,
         thermal_throttle=_merge_throttle(processes),
         warmup_result=warmup,
-        latency_stats=_latency_stats(ttft, itl),
+        latency_stats=latency_stats,
         extended_metrics=extended,
     )

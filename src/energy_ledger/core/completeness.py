@@ -11,6 +11,11 @@ an experiment is not complete. Checks, in order:
    SHA-256 equals ``log_sha256``, the event at ``final_seq`` is the last complete one and it is
    ``process_finished``; a marker whose bytes have not all arrived yet is *pending*, not invalid;
 5. agreement: every process names the same ``run_id``, ``world_size`` and ``experiment_id``.
+
+The report has the shape of LLenergyMeasure's ``CompletenessReport``: its sequences are lists,
+``marker_status`` maps every process index to whether that process has a valid completion marker,
+and ``is_complete`` / ``error_message`` are there too (as properties). The ledger's own findings
+(pending and invalid markers, failed processes, run ids, every reason) are kept beside them.
 """
 
 from __future__ import annotations
@@ -58,23 +63,53 @@ class ProcessEvidence:
     legacy_marker: bool = False
 
 
+_LIST_FIELDS = (
+    "found_indices",
+    "missing_indices",
+    "duplicate_indices",
+    "out_of_range_indices",
+    "missing_markers",
+    "invalid_markers",
+    "pending_markers",
+    "failed_indices",
+    "run_ids",
+    "reasons",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class CompletenessReport:
-    """The verdict on one experiment, with every reason it is not complete."""
+    """The verdict on one experiment, with every reason it is not complete.
+
+    Attributes:
+        marker_status: process index -> has a valid completion marker, for every index expected
+            (``0..N-1``) and every index found, as LLenergyMeasure's report has it. "Valid" is
+            the ledger's check (bytes, hash, last event) or, in the older layout, the
+            ``.completed_<i>`` file's existence, which is all LLenergyMeasure checks.
+
+    Sequences passed as tuples are stored as lists, so older callers keep working.
+    """
 
     experiment_id: str
     expected_processes: int | None
     found_processes: int
-    found_indices: tuple[int, ...]
-    missing_indices: tuple[int, ...]
-    duplicate_indices: tuple[int, ...]
-    out_of_range_indices: tuple[int, ...]
-    missing_markers: tuple[int, ...]
-    invalid_markers: tuple[int, ...]
-    pending_markers: tuple[int, ...]
-    failed_indices: tuple[int, ...]
-    run_ids: tuple[str, ...]
-    reasons: tuple[str, ...] = field(default=())
+    found_indices: list[int]
+    missing_indices: list[int]
+    duplicate_indices: list[int]
+    out_of_range_indices: list[int]
+    missing_markers: list[int]
+    invalid_markers: list[int]
+    pending_markers: list[int]
+    failed_indices: list[int]
+    run_ids: list[str]
+    reasons: list[str] = field(default_factory=list)
+    marker_status: dict[int, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in _LIST_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, list):
+                object.__setattr__(self, name, list(value))
 
     @property
     def is_complete(self) -> bool:
@@ -120,6 +155,8 @@ class CompletenessReport:
             "pending_markers": list(self.pending_markers),
             "failed_indices": list(self.failed_indices),
             "run_ids": list(self.run_ids),
+            "marker_status": {str(i): ok for i, ok in sorted(self.marker_status.items())},
+            "error_message": self.error_message,
             "reasons": list(self.reasons),
         }
 
@@ -204,20 +241,20 @@ def check_completeness(
             )
             claimed.append(ev.summary.process_index)
     counts = Counter(claimed)
-    duplicates = tuple(sorted(i for i, n in counts.items() if n > 1))
+    duplicates = sorted(i for i, n in counts.items() if n > 1)
     if duplicates:
         reasons.append(f"duplicate process indices: {list(duplicates)}")
-    found = tuple(sorted(counts))
-    missing: tuple[int, ...] = ()
-    out_of_range: tuple[int, ...] = ()
+    found = sorted(counts)
+    missing: list[int] = []
+    out_of_range: list[int] = []
     if expected is None:
         if not evidence:
             reasons.append("no process logs found")
         else:
             reasons.append("world size unknown: no process has written process_started")
     else:
-        missing = tuple(i for i in range(expected) if i not in counts)
-        out_of_range = tuple(i for i in found if i >= expected)
+        missing = [i for i in range(expected) if i not in counts]
+        out_of_range = [i for i in found if i >= expected]
         if len(found) != expected or missing:
             reasons.append(
                 f"expected {expected} processes, found {len(found)}"
@@ -227,27 +264,45 @@ def check_completeness(
             reasons.append(
                 f"invalid: process indices {list(out_of_range)} are >= world size {expected}"
             )
-    failed = tuple(
-        sorted(ev.index for ev in evidence if ev.summary and ev.summary.failed_error is not None)
+    failed = sorted(
+        ev.index for ev in evidence if ev.summary and ev.summary.failed_error is not None
     )
     for ev in evidence:
         if ev.summary is not None and ev.summary.failed_error is not None:
             reasons.append(f"process {ev.index} failed: {ev.summary.failed_error}")
+    for ev in evidence:
+        summary = ev.summary
+        if summary is None or not summary.finished or summary.window == "closed":
+            continue
+        what = "never opened" if summary.window == "none" else "never closed"
+        reasons.append(
+            f"invalid: process {ev.index} finished but {what} its measured window, so its "
+            "energy and requests cannot be attributed; `recover` can still use it"
+        )
     missing_markers: list[int] = []
     invalid_markers: list[int] = []
     pending_markers: list[int] = []
+    marker_status = dict.fromkeys(range(expected or 0), False)
+    marker_status.update(dict.fromkeys(found, False))
+    valid = Counter[int]()
     for ev in evidence:
-        if ev.log_error is not None or ev.index in failed:
+        if ev.log_error is not None:
             continue
         run_id = ev.summary.run_id if ev.summary else None
         verdict = _marker_verdict(ev, run_id)
         if verdict is None:
+            valid[ev.index] += 1
+            continue
+        if ev.index in failed:
             continue
         kind, reason = verdict
         {"missing": missing_markers, "pending": pending_markers, "invalid": invalid_markers}[
             kind
         ].append(ev.index)
         reasons.append(reason)
+    per_index = Counter(ev.index for ev in evidence)
+    for i, n in valid.items():
+        marker_status[i] = n == per_index[i]  # a duplicated index needs every marker valid
     return CompletenessReport(
         experiment_id=experiment_id,
         expected_processes=expected,
@@ -256,10 +311,11 @@ def check_completeness(
         missing_indices=missing,
         duplicate_indices=duplicates,
         out_of_range_indices=out_of_range,
-        missing_markers=tuple(missing_markers),
-        invalid_markers=tuple(invalid_markers),
-        pending_markers=tuple(pending_markers),
+        missing_markers=missing_markers,
+        invalid_markers=invalid_markers,
+        pending_markers=pending_markers,
         failed_indices=failed,
-        run_ids=run_ids,
-        reasons=tuple(reasons),
+        run_ids=list(run_ids),
+        reasons=reasons,
+        marker_status=marker_status,
     )

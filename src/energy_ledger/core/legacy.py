@@ -4,22 +4,32 @@ Before the ledger, LLenergyMeasure wrote one ``RawProcessResult`` JSON file per 
 (``process_<i>.json``) and a ``.completed_<i>`` marker. A results root may still hold such
 experiments; ``summary_from_raw`` wraps one parsed file as a ``ProcessSummary`` so that the same
 completeness check and aggregation apply to it. Reading the files is ``store.reader``'s job.
+
+Our own aggregated results embed the same ``RawProcessResult`` values, with the raw TTFT and
+inter-token samples in ``latency_measurements``, so a result can be rebuilt from its process
+results: the latency statistics come out the same (tests/core/test_interop.py).
 """
 
 from __future__ import annotations
 
 from array import array
+from datetime import UTC, datetime
 
+from energy_ledger.core.latency import read_latency_measurements
 from energy_ledger.core.process import ProcessSummary
 from energy_ledger.models import RawProcessResult
 
+NAIVE_TIMESTAMPS_WARNING = (
+    "timestamps carry no time zone: read as UTC (LLenergyMeasure writes UTC times; "
+    "reading them in the local zone would shift the window by the host's offset)"
+)
 
-def _float_list(value: object) -> array[float]:
-    if isinstance(value, list) and all(
-        isinstance(x, int | float) and not isinstance(x, bool) for x in value
-    ):
-        return array("d", value)
-    return array("d")
+
+def _unix(moment: datetime) -> float:
+    """Unix seconds of ``moment``; a naive datetime is taken as UTC, never as local time."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def summary_from_raw(raw: RawProcessResult) -> ProcessSummary:
@@ -27,19 +37,23 @@ def summary_from_raw(raw: RawProcessResult) -> ProcessSummary:
 
     Such files carry no GPU UUID, host or counter readings: the GPU is identified by ``gpu_id``
     alone and the process's own energy figure is used. TTFT and inter-token latencies are taken
-    from ``inference_metrics.latency_measurements`` when it holds ``ttft_ms`` / ``itl_full_ms``
-    (or ``itl_ms``) lists.
+    from ``inference_metrics.latency_measurements`` (LLenergyMeasure's ``ttft_ms``,
+    ``itl_full_ms``, ``itl_trimmed_ms``). Per-request time per output token cannot be rebuilt
+    (the file has no per-request output tokens): ``tpot_ms`` is ``None``, unknown.
+
+    Timestamps without a time zone are read as UTC, with a warning: ``datetime.timestamp()``
+    would read them in the host's zone, and the same file would aggregate differently on
+    another machine.
     """
-    measurements = raw.inference_metrics.latency_measurements
-    ttft = array("d")
-    itl = array("d")
-    if isinstance(measurements, dict):
-        ttft = _float_list(measurements.get("ttft_ms"))
-        itl = _float_list(measurements.get("itl_full_ms", measurements.get("itl_ms")))
-    start_t = raw.timestamps.start.timestamp()
-    end_t = raw.timestamps.end.timestamp()
+    ttft, itl, trimmed = read_latency_measurements(raw.inference_metrics.latency_measurements)
+    start_t = _unix(raw.timestamps.start)
+    end_t = _unix(raw.timestamps.end)
     breakdown = raw.energy_breakdown
-    warnings = (raw.energy_measurement_warning,) if raw.energy_measurement_warning else ()
+    warnings: tuple[str, ...] = ()
+    if raw.energy_measurement_warning:
+        warnings = (raw.energy_measurement_warning,)
+    if raw.timestamps.start.tzinfo is None or raw.timestamps.end.tzinfo is None:
+        warnings = (*warnings, NAIVE_TIMESTAMPS_WARNING)
     return ProcessSummary(
         raw=raw,
         process_index=raw.process_index,
@@ -81,4 +95,6 @@ def summary_from_raw(raw: RawProcessResult) -> ProcessSummary:
         max_temperature_c=raw.thermal_throttle.max_temperature_c if raw.thermal_throttle else None,
         peak_memory_mb=raw.compute_metrics.peak_memory_mb,
         flops_total=raw.compute_metrics.flops_total,
+        itl_trimmed_ms=trimmed,
+        tpot_ms=None,
     )

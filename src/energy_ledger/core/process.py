@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from energy_ledger.core.latency import latency_measurements
 from energy_ledger.core.state import (
     THROTTLE_ANY,
     THROTTLE_HW_POWER_BRAKE,
@@ -35,6 +36,7 @@ from energy_ledger.models import (
     ComputeMetrics,
     EnergyBreakdown,
     EnergyMetrics,
+    ExtendedEfficiencyMetrics,
     InferenceMetrics,
     RawProcessResult,
     ThermalThrottleInfo,
@@ -43,6 +45,7 @@ from energy_ledger.models import (
 )
 
 EnergySource = Literal["counter", "power_integral", "none"]
+WindowState = Literal["none", "open", "closed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,14 @@ class ProcessFacts:
     experiment_id: str | None
     finished: bool
     failed_error: str | None
+    window: WindowState
+
+
+def window_state(state: ProcessState) -> WindowState:
+    """``none`` before ``window_started``, ``open`` until ``window_ended``, then ``closed``."""
+    if state.window_start_t is None:
+        return "none"
+    return "open" if state.window_end_t is None else "closed"
 
 
 def facts_of(state: ProcessState, process_index: int) -> ProcessFacts:
@@ -70,6 +81,7 @@ def facts_of(state: ProcessState, process_index: int) -> ProcessFacts:
         experiment_id=started.experiment_id if started is not None else None,
         finished=state.finished,
         failed_error=state.failed_error,
+        window=window_state(state),
     )
 
 
@@ -93,8 +105,19 @@ class ProcessSummary:
         counter_start_mj, counter_end_mj: raw counter readings at the window edges.
         baseline_power_w, baseline_method, baseline_measured_at: idle power, when measured.
         latencies_ms, ttft_ms, itl_ms: raw latency lists for late aggregation.
+        itl_trimmed_ms: the inter-token latencies without each request's first and last.
+        tpot_ms: each request's time per output token; ``None`` when unknown (a file that does
+            not give per-request output tokens, see ``core.legacy``).
         finished, failed_error: how the process ended (as far as the log says).
         warnings: warnings from the log and from the summary.
+        window: ``none``, ``open`` or ``closed``: how far the log got with its window.
+        counts_requests: whether its requests count toward the experiment's (tensor parallel
+            ranks other than a group's first do not).
+        requests_outside_window: requests logged outside the window, not counted.
+        power_limit_w: the GPU's power limit, from the environment snapshot.
+        clock_offset_sec, clock_offset_error_sec: this host's wall clock minus the shared
+            filesystem's, from the ``clock`` events (the best-bounded estimate).
+        wall_step_sec: the largest change of ``wall_t - t`` over the log's ``clock`` events.
     """
 
     raw: RawProcessResult
@@ -133,6 +156,15 @@ class ProcessSummary:
     max_temperature_c: float | None
     peak_memory_mb: float | None
     flops_total: float
+    itl_trimmed_ms: array[float] = field(default_factory=lambda: array("d"), repr=False)
+    tpot_ms: array[float] | None = field(default=None, repr=False)
+    window: WindowState = "closed"
+    counts_requests: bool = True
+    requests_outside_window: int = 0
+    power_limit_w: float | None = None
+    clock_offset_sec: float | None = None
+    clock_offset_error_sec: float | None = None
+    wall_step_sec: float = 0.0
 
     @property
     def has_window(self) -> bool:
@@ -173,10 +205,45 @@ def _energy(state: ProcessState) -> tuple[float, EnergySource, list[str]]:
             "no energy counter readings at the window edges: energy integrated from power samples"
         )
     if state.power_samples >= 2:
-        return state.power_integral_j, "power_integral", warnings
+        return _power_integral_j(state), "power_integral", warnings
     if state.window_start_t is not None:
         warnings.append("no energy figure: neither counter readings nor two power samples")
     return 0.0, "none", warnings
+
+
+def _power_integral_j(state: ProcessState) -> float:
+    """The trapezoid integral of the power samples, held flat out to the window's edges.
+
+    The sampler's first reading comes just after ``window_started`` and its last just before
+    ``window_ended``; the edges are filled with the nearest reading rather than left at 0 W.
+    """
+    total = state.power_integral_j
+    start_t, end_t = state.window_start_t, state.window_end_t or state.prev_power_t
+    if start_t is not None and state.first_power_t is not None and state.first_power_w is not None:
+        total += max(0.0, state.first_power_t - start_t) * state.first_power_w
+    if end_t is not None and state.prev_power_t is not None and state.prev_power_w is not None:
+        total += max(0.0, end_t - state.prev_power_t) * state.prev_power_w
+    return total
+
+
+def _clock_facts(state: ProcessState) -> tuple[float | None, float | None, float]:
+    """(offset, its error, the largest wall-clock step) from the ``clock`` events."""
+    offsets = [(err, off) for _t, _m, _w, off, err in state.clocks if off is not None]
+    offset = error = None
+    if offsets:
+        error, offset = min(offsets, key=lambda pair: (pair[0] or 0.0, pair[1]))
+        error = error or 0.0
+    gaps = [wall - t for t, _m, wall, _o, _e in state.clocks if wall is not None]
+    step = max(gaps) - min(gaps) if gaps else 0.0
+    return offset, error, step
+
+
+def _power_limit_w(environment: dict[str, Any] | None) -> float | None:
+    try:
+        value = environment["hardware"]["gpu"]["power_limit_w"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _throttle(state: ProcessState) -> ThermalThrottleInfo:
@@ -203,6 +270,14 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
     index = facts.process_index
     energy_j, source, warnings = _energy(state)
     warnings = [*state.warnings, *warnings]
+    if state.requests_outside_window:
+        warnings.append(
+            f"{state.requests_outside_window} requests logged outside the measured window "
+            "(warm-up or after its end) are not counted"
+        )
+    if started is not None and not started.counts_requests:
+        warnings.append("counts_requests is false: this process's requests are not counted")
+    offset, offset_error, wall_step = _clock_facts(state)
     if started is not None and started.gpu_is_mig:
         warnings.append(
             "MIG instance: the energy counter reflects the whole parent GPU, not this instance"
@@ -258,6 +333,14 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
                 1000.0 * duration_sec / state.output_tokens if state.output_tokens else 0.0
             ),
             time_to_first_token_ms=mean(state.ttft_ms) if state.ttft_ms else None,
+            latency_measurements=latency_measurements(
+                state.ttft_ms,
+                state.itl_ms,
+                state.itl_trimmed_ms,
+                request_count=state.requests,
+                output_tokens=state.output_tokens,
+                warmup_requests=warmup.iterations_completed if warmup else 0,
+            ),
         ),
         energy_metrics=EnergyMetrics(
             total_energy_j=energy_j,
@@ -277,6 +360,9 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
             compute_precision=(compute.compute_precision or "fp16") if compute else "fp16",
         ),
         effective_config=dict(started.effective_config or {}) if started else {},
+        extended_metrics=ExtendedEfficiencyMetrics(
+            tpot_ms=mean(state.tpot_ms) if state.tpot_ms else None
+        ),
         per_request_latencies_ms=list(state.latencies_ms),
         gpu_utilisation_samples=list(state.sm_util_pct),
         energy_breakdown=EnergyBreakdown(
@@ -332,6 +418,8 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
         latencies_ms=array("d", state.latencies_ms),
         ttft_ms=array("d", state.ttft_ms),
         itl_ms=array("d", state.itl_ms),
+        itl_trimmed_ms=array("d", state.itl_trimmed_ms),
+        tpot_ms=array("d", state.tpot_ms),
         sm_util_pct=array("d", state.sm_util_pct),
         finished=facts.finished,
         failed_error=facts.failed_error,
@@ -345,4 +433,11 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
         max_temperature_c=state.max_temperature_c,
         peak_memory_mb=peak_memory,
         flops_total=flops_total,
+        window=window_state(state),
+        counts_requests=started.counts_requests if started else True,
+        requests_outside_window=state.requests_outside_window,
+        power_limit_w=_power_limit_w(started.environment if started else None),
+        clock_offset_sec=offset,
+        clock_offset_error_sec=offset_error,
+        wall_step_sec=wall_step,
     )

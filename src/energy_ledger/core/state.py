@@ -73,6 +73,11 @@ class ProcessState:
     latencies_ms: array[float] = field(default_factory=lambda: array("d"))
     ttft_ms: array[float] = field(default_factory=lambda: array("d"))
     itl_ms: array[float] = field(default_factory=lambda: array("d"))
+    # Per request, as LLenergyMeasure defines them (docs/metrics.md, "Latency statistics"):
+    # each request's itl_ms without its first and last interval (when it has >= 3), and its
+    # time per output token (latency_ms - ttft_ms) / (output_tokens - 1).
+    itl_trimmed_ms: array[float] = field(default_factory=lambda: array("d"))
+    tpot_ms: array[float] = field(default_factory=lambda: array("d"))
     # Samples inside the window.
     samples: int = 0
     power_integral_j: float = 0.0
@@ -201,8 +206,14 @@ def apply(state: ProcessState, event: Event | UnknownEvent) -> ProcessState:
             state.latencies_ms.append(event.latency_ms)
             if event.ttft_ms is not None:
                 state.ttft_ms.append(event.ttft_ms)
+                if event.output_tokens >= 2 and event.latency_ms >= event.ttft_ms:
+                    state.tpot_ms.append(
+                        (event.latency_ms - event.ttft_ms) / (event.output_tokens - 1)
+                    )
             if event.itl_ms:
                 state.itl_ms.extend(event.itl_ms)
+                if len(event.itl_ms) >= 3:
+                    state.itl_trimmed_ms.extend(event.itl_ms[1:-1])
         case Sample():
             add_sample(
                 state,
@@ -274,6 +285,8 @@ def apply_all(state: ProcessState, events: list[Event]) -> ProcessState:
     latencies = state.latencies_ms.append
     ttfts = state.ttft_ms.append
     itls = state.itl_ms.extend
+    trimmed = state.itl_trimmed_ms.extend
+    tpots = state.tpot_ms.append
     window_open = state.window_open
     for event in events:
         if type(event) is Request:
@@ -286,8 +299,12 @@ def apply_all(state: ProcessState, events: list[Event]) -> ProcessState:
             latencies(event.latency_ms)
             if event.ttft_ms is not None:
                 ttfts(event.ttft_ms)
+                if event.output_tokens >= 2 and event.latency_ms >= event.ttft_ms:
+                    tpots((event.latency_ms - event.ttft_ms) / (event.output_tokens - 1))
             if event.itl_ms:
                 itls(event.itl_ms)
+                if len(event.itl_ms) >= 3:
+                    trimmed(event.itl_ms[1:-1])
         elif type(event) is Sample:
             n_hot += 1
             add_sample(

@@ -8,7 +8,9 @@ Read from the environment that torchrun, accelerate and Slurm set:
   ``TORCHELASTIC_RUN_ID`` (torchrun's rendezvous id), else ``SLURM_JOB_ID`` (with
   ``.SLURM_STEP_ID`` when set); a single process with none of them gets a random one;
 - device: the ``LOCAL_RANK``-th entry of ``CUDA_VISIBLE_DEVICES`` (or its only entry), which may
-  be an index, a GPU UUID or a MIG id; the NVML backend maps it to a device through the UUID.
+  be an index, a GPU UUID or a MIG id; the NVML backend maps it to a device through the UUID;
+- tensor-parallel size: ``ENERGY_LEDGER_TP_SIZE`` (which ranks' requests count, see
+  ``payloads.request_ownership``).
 
 Everything here is pure except ``check_peers``, which reads the first line of the other ranks'
 logs to catch ranks that disagree on the run id or world size before any data is written.
@@ -30,6 +32,9 @@ from energy_ledger.store.layout import LOG_RE
 RUN_ID_ENV_VAR = "ENERGY_LEDGER_RUN_ID"
 """The variable that names the run; set it to the same value for every rank of one launch."""
 
+TP_SIZE_ENV_VAR = "ENERGY_LEDGER_TP_SIZE"
+"""The variable that gives the tensor-parallel group size (ranks that log the same requests)."""
+
 
 @dataclass(frozen=True, slots=True)
 class LaunchInfo:
@@ -42,6 +47,8 @@ class LaunchInfo:
         run_id: the id all ranks of this launch share.
         device_spec: what names the GPU for NVML: an index, a UUID or a MIG id.
         source: where rank and run id came from, for messages.
+        tensor_parallel_size: ranks per tensor-parallel group (``ENERGY_LEDGER_TP_SIZE``), or
+            ``None`` when not given; the recorder turns it into ``counts_requests``.
     """
 
     process_index: int
@@ -50,6 +57,7 @@ class LaunchInfo:
     run_id: str
     device_spec: str
     source: str = "explicit"
+    tensor_parallel_size: int | None = None
 
 
 def _int(env: Mapping[str, str], name: str) -> int:
@@ -164,7 +172,21 @@ def launch_from_env(
         run_id=run_id_from_env(env, world),
         device_spec=device_spec_from_env(env, local, device),
         source=launcher,
+        tensor_parallel_size=tensor_parallel_size_from_env(env),
     )
+
+
+def tensor_parallel_size_from_env(environ: Mapping[str, str] | None = None) -> int | None:
+    """The tensor-parallel size from ``ENERGY_LEDGER_TP_SIZE``; ``None`` when unset or empty.
+
+    Raises:
+        LedgerError: the value is not a non-negative integer (``0`` is refused later, with the
+            rule that the size must divide the world size).
+    """
+    env = os.environ if environ is None else environ
+    if not env.get(TP_SIZE_ENV_VAR, "").strip():
+        return None
+    return _int(env, TP_SIZE_ENV_VAR)
 
 
 def check_peers(experiment_dir: Path, launch: LaunchInfo) -> None:
@@ -207,9 +229,11 @@ def check_peers(experiment_dir: Path, launch: LaunchInfo) -> None:
 
 __all__ = [
     "RUN_ID_ENV_VAR",
+    "TP_SIZE_ENV_VAR",
     "LaunchInfo",
     "check_peers",
     "device_spec_from_env",
     "launch_from_env",
     "run_id_from_env",
+    "tensor_parallel_size_from_env",
 ]

@@ -57,12 +57,15 @@ def started_fields(
     backend_version: str | None,
     environment: dict[str, Any] | None,
     config: dict[str, Any] | None,
+    counts_requests: bool | None = None,
 ) -> dict[str, Any]:
     """The fields of ``process_started``, leaving out those that are ``None``.
 
     The GPU is named by ``info.parent_uuid``: the physical GPU whose counter is read, so the
     aggregator counts a GPU shared by MIG instances once. A config adds ``effective_config``, its
-    hash, and its ``config_name`` and ``model_name`` when they are strings.
+    hash, and its ``config_name`` and ``model_name`` when they are strings. ``counts_requests``
+    (from ``request_ownership``) is written only when known, so a run without tensor
+    parallelism writes what format v1 always meant (the field's default, true).
     """
     started: dict[str, Any] = {
         "experiment_id": experiment_id,
@@ -79,6 +82,7 @@ def started_fields(
         "backend": backend,
         "backend_version": backend_version,
         "environment": environment,
+        "counts_requests": counts_requests,
     }
     if config is not None:
         started["effective_config"] = config
@@ -87,6 +91,51 @@ def started_fields(
             if isinstance(config.get(key), str):
                 started[key] = config[key]
     return {k: v for k, v in started.items() if v is not None}
+
+
+def request_ownership(
+    process_index: int,
+    world_size: int,
+    tensor_parallel_size: int | None,
+    counts_requests: bool | None = None,
+) -> bool | None:
+    """Whether this process's ``request`` events count toward the experiment's tokens.
+
+    Under tensor parallelism every rank of a group serves (and logs) the same requests, so
+    only one rank per group may count them, or tokens and latencies come out k times too many.
+    Groups are taken to be consecutive ranks (``[0, k)``, ``[k, 2k)``, ...: torchrun, Megatron
+    and vLLM's ``external_launcher`` lay them out so), and the first rank of each counts.
+
+    Args:
+        process_index: the global rank.
+        world_size: the number of processes.
+        tensor_parallel_size: ranks per tensor-parallel group, or ``None`` when not given.
+        counts_requests: an explicit answer, which wins (for another group layout).
+
+    Returns:
+        ``counts_requests`` when given; else ``process_index % k == 0`` with a size ``k``;
+        else ``None`` (write nothing: the format's default, true).
+
+    Raises:
+        LedgerError: the size is not an int >= 1 or does not divide the world size, or
+            ``counts_requests`` is not a bool.
+    """
+    if tensor_parallel_size is not None:
+        size = tensor_parallel_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise LedgerError(f"tensor_parallel_size must be an int >= 1, got {size!r}")
+        if world_size % size:
+            raise LedgerError(
+                f"tensor_parallel_size {size} does not divide the world size {world_size}: "
+                "every tensor-parallel group must be whole"
+            )
+    if counts_requests is not None:
+        if not isinstance(counts_requests, bool):
+            raise LedgerError(f"counts_requests must be a bool, got {counts_requests!r}")
+        return counts_requests
+    if tensor_parallel_size is None:
+        return None
+    return process_index % tensor_parallel_size == 0
 
 
 def device_warnings(info: DeviceInfo, backend_name: str) -> list[str]:

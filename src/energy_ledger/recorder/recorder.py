@@ -18,6 +18,10 @@ append under one lock. ``request()`` never touches NVML (an energy read costs mi
 builds the wire dict, checks plain ints and floats inline, leaves the rest to ``payloads`` and
 appends. NVML failures after the start become ``warning`` events (``sampler.DeviceReader`` words
 them), never exceptions in the measured program.
+
+Time: events are stamped by a monotonic-anchored clock (``store.clock``), so ``t`` never goes
+backwards; ``clock`` events (where: docs/recorder.md) tie it to the host's clocks and the results
+filesystem's.
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
@@ -41,8 +44,9 @@ from energy_ledger.gpu.protocol import DeviceInfo, GpuBackend, GpuDevice
 from energy_ledger.recorder import payloads
 from energy_ledger.recorder.launch import LaunchInfo, check_peers, launch_from_env
 from energy_ledger.recorder.payloads import config_hash  # re-exported: it was defined here
-from energy_ledger.recorder.sampler import DEFAULT_SAMPLE_HZ, DeviceReader, Sampler, measure_power
+from energy_ledger.recorder.sampler import DEFAULT_SAMPLE_HZ, DeviceReader, Sampler, baseline_fields
 from energy_ledger.recorder.snapshot import build_snapshot
+from energy_ledger.store.clock import EventClock, event_clock
 from energy_ledger.store.layout import ResultsLayout
 from energy_ledger.store.writer import EventLogWriter
 
@@ -65,11 +69,22 @@ class ProcessRecorder:
         nvml: ``"nvml"``, ``"fake"``, a ``GpuBackend`` instance, or ``None`` for
             ``$ENERGY_LEDGER_NVML`` (default real NVML).
         sample_hz: background sampling rate in the window.
-        clock: wall-clock source (Unix seconds); give a fake backend the same one.
+        clock: the event clock (Unix seconds); default a monotonic-anchored one, which never
+            goes backwards. Tests inject one (give a fake backend the same).
         backend: the inference backend name written to ``process_started``.
         backend_version: its version.
         snapshot_packages: list installed packages in the snapshot.
         writer_options: passed to ``EventLogWriter.open`` (flush and fsync policy).
+        tensor_parallel_size: ranks per tensor-parallel group (consecutive ranks), default
+            ``launch.tensor_parallel_size``; only the first rank of each group counts its
+            requests (``payloads.request_ownership``).
+        counts_requests: whether this process's requests count, overriding the above.
+        clock_interval_sec: time between ``clock`` events in the window (they ride on
+            samples, so the interval is rounded up to the sampling interval).
+
+    Raises:
+        LedgerError: a rate or interval is not positive, or the tensor-parallel size is below 1
+            or does not divide the world size.
     """
 
     def __init__(
@@ -81,21 +96,35 @@ class ProcessRecorder:
         config: Any = None,
         nvml: str | GpuBackend | None = None,
         sample_hz: float = DEFAULT_SAMPLE_HZ,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         backend: str = "pytorch",
         backend_version: str | None = None,
         snapshot_packages: bool = True,
         writer_options: Mapping[str, Any] | None = None,
+        tensor_parallel_size: int | None = None,
+        counts_requests: bool | None = None,
+        clock_interval_sec: float = 5.0,
     ) -> None:
         if not sample_hz > 0:
             raise LedgerError(f"sample_hz must be > 0, got {sample_hz}")
+        if not clock_interval_sec > 0:
+            raise LedgerError(f"clock_interval_sec must be > 0, got {clock_interval_sec}")
+        if tensor_parallel_size is None:
+            tensor_parallel_size = launch.tensor_parallel_size
+        self._counts_requests = payloads.request_ownership(
+            launch.process_index, launch.world_size, tensor_parallel_size, counts_requests
+        )
         self.layout = ResultsLayout.at(root)
         self.experiment_id = experiment_id
         self.launch = launch
         self.config = payloads.normalise_config(config)
         self.sample_hz = sample_hz
         self._nvml_choice = nvml
-        self._clock = clock
+        self._clock_choice = clock
+        self._event_clock: EventClock = event_clock(clock)
+        self._clock = self._event_clock.now
+        self._clock_interval_sec = clock_interval_sec
+        self._last_clock_mono_sec = 0.0
         self._backend_name = backend
         self._backend_version = backend_version
         self._snapshot_packages = snapshot_packages
@@ -133,10 +162,12 @@ class ProcessRecorder:
             environ: the environment to read (default ``os.environ``).
             device: the CUDA ordinal this process uses, or an NVML spec (UUID, MIG id);
                 default: the ``LOCAL_RANK``-th visible device.
-            **options: the keyword arguments of the constructor.
+            **options: the keyword arguments of the constructor (a ``tensor_parallel_size``
+                given here wins over ``$ENERGY_LEDGER_TP_SIZE``).
 
         Raises:
-            LedgerError: rank, world size, run id or device cannot be determined, or disagree.
+            LedgerError: rank, world size, run id, device or tensor-parallel size cannot be
+                determined, or disagree.
         """
         launch = launch_from_env(environ, device=device)
         return cls(root, experiment_id, launch=launch, config=config, **options)
@@ -159,6 +190,8 @@ class ProcessRecorder:
         if self._writer is not None:
             raise LedgerError("recorder already started")
         launch = self.launch
+        self._event_clock = event_clock(self._clock_choice)  # anchored now, at the start
+        self._clock = self._event_clock.now
         check_peers(self.layout.experiment_dir(self.experiment_id), launch)
         choice = self._nvml_choice
         gpu = choice if choice is not None and not isinstance(choice, str) else open_backend(choice)
@@ -200,9 +233,11 @@ class ProcessRecorder:
             backend_version=self._backend_version,
             environment=environment,
             config=self.config,
+            counts_requests=self._counts_requests,
         )
         with self._lock:
             self._writer.append("process_started", **started)
+            self._clock_locked()
             for message in [*payloads.device_warnings(info, gpu.name), *warnings]:
                 self._warn_locked(message)
         return self
@@ -234,6 +269,7 @@ class ProcessRecorder:
             raise LedgerError("finish() inside window(): leave the window first")
         try:
             with self._lock:
+                self._clock_locked()
                 self.marker = writer.close()
         finally:
             self._release()
@@ -245,6 +281,9 @@ class ProcessRecorder:
         try:
             if writer is not None:
                 with self._lock:
+                    if not writer.closed and writer.next_seq > 0:
+                        with suppress(LedgerError):  # writer.fail() below reports the trouble
+                            self._clock_locked()
                     writer.fail(error)
         except LedgerError as exc:
             logger.error("energy-ledger could not record the failure: %s", exc)
@@ -267,6 +306,15 @@ class ProcessRecorder:
         return writer
 
     # Events ----------------------------------------------------------------------------------
+
+    def _clock_locked(self, reading: tuple[float, float] | None = None) -> None:
+        """Append a ``clock`` event: ``t`` and ``monotonic_sec`` from ``reading`` (one instant;
+        default: now), ``wall_t`` read right after, and the filesystem offset (the writer's)."""
+        t, mono_sec = self._event_clock.reading() if reading is None else reading
+        wall_t = time.time()
+        assert self._writer is not None
+        self._writer.append_clock(t, mono_sec, wall_t)
+        self._last_clock_mono_sec = mono_sec
 
     def _warn_locked(self, message: str) -> None:
         logger.warning("%s", message)
@@ -300,20 +348,14 @@ class ProcessRecorder:
         self._require_writer()
         if self._in_window or self._window_done:
             raise LedgerError("baseline() must come before window()")
-        method = "cached"
-        duration_sec = seconds
-        if power_w is None:
-            assert self._device is not None
-            method = "fresh"
-            power_w, duration_sec, warning = measure_power(self._device, seconds, self.sample_hz)
-            if warning:
-                self.warning(f"baseline: {warning}")
-            if power_w is None:
-                return None
-        measured_at = datetime.now(UTC).isoformat()
-        fields = {"power_w": power_w, "duration_sec": duration_sec, "method": method}
-        self.event("baseline", **fields, measured_at=measured_at)
-        return power_w
+        assert self._device is not None
+        fields, warning = baseline_fields(self._device, seconds, self.sample_hz, power_w)
+        if warning:
+            self.warning(f"baseline: {warning}")
+        if fields is None:
+            return None
+        self.event("baseline", **fields)
+        return float(fields["power_w"])
 
     def _read_energy_locked(self, where: str) -> int | None:
         """Read the counter at a window edge; a failure or a reset becomes a warning event."""
@@ -328,12 +370,16 @@ class ProcessRecorder:
             writer = self._writer
             if writer is None or writer.closed:
                 return
+            reading = self._event_clock.reading()
             if fields:
-                obj: dict[str, Any] = {"v": _V, "seq": 0, "t": self._clock(), "type": "sample"}
+                obj: dict[str, Any] = {"v": _V, "seq": 0, "t": reading[0], "type": "sample"}
                 obj.update(fields)
                 writer.append_raw(obj)
             for message in warnings:
                 self._warn_locked(message)
+            due = reading[1] - self._last_clock_mono_sec >= self._clock_interval_sec
+            if due and self._in_window:
+                self._clock_locked(reading)
 
     @contextmanager
     def window(self) -> Iterator[ProcessRecorder]:
@@ -350,10 +396,12 @@ class ProcessRecorder:
         reader = self._reader
         with self._lock:
             start_mj = self._read_energy_locked("window start")
-            obj: dict[str, Any] = {"v": _V, "seq": 0, "t": self._clock(), "type": "window_started"}
+            reading = self._event_clock.reading()
+            obj: dict[str, Any] = {"v": _V, "seq": 0, "t": reading[0], "type": "window_started"}
             if start_mj is not None:
                 obj["energy_mj"] = start_mj
             writer.append_raw(obj)
+            self._clock_locked(reading)
         self._emit_sample(*reader.read())
         sampler = Sampler(reader, self._emit_sample, sample_hz=self.sample_hz)
         self._sampler = sampler
@@ -376,10 +424,12 @@ class ProcessRecorder:
             if writer.closed:
                 return
             end_mj = self._read_energy_locked("window end")
-            obj: dict[str, Any] = {"v": _V, "seq": 0, "t": self._clock(), "type": "window_ended"}
+            reading = self._event_clock.reading()
+            obj: dict[str, Any] = {"v": _V, "seq": 0, "t": reading[0], "type": "window_ended"}
             if start_mj is not None and end_mj is not None and not reader.counter_reset:
                 obj["energy_mj"] = end_mj
             writer.append_raw(obj)
+            self._clock_locked(reading)
             if sampler.error is not None:
                 self._warn_locked(f"background sampler stopped early: {sampler.error}")
             for message in reader.failure_summary():

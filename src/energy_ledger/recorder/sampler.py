@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from energy_ledger.core.events import SAMPLE_FIELDS
@@ -238,4 +239,36 @@ def measure_power(
     return mean_w, duration_sec, warning
 
 
-__all__ = ["DEFAULT_SAMPLE_HZ", "SAMPLE_FIELDS", "DeviceReader", "Sampler", "measure_power"]
+def baseline_fields(
+    device: GpuDevice, seconds: float, sample_hz: float, power_w: float | None = None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The fields of a ``baseline`` event: power measured now ("fresh"), or a known one.
+
+    Args:
+        device: the GPU, idle.
+        seconds: how long to average its power (``measure_power``).
+        sample_hz: reads per second.
+        power_w: a known baseline (recorded as "cached", for ``seconds``) instead of a reading.
+
+    Returns:
+        The fields (``None`` when no power read succeeded) and a warning about failed reads.
+    """
+    method, duration_sec, warning = "cached", seconds, None
+    if power_w is None:
+        method = "fresh"
+        power_w, duration_sec, warning = measure_power(device, seconds, sample_hz)
+        if power_w is None:
+            return None, warning
+    measured_at = datetime.now(UTC).isoformat()
+    fields = {"power_w": power_w, "duration_sec": duration_sec, "method": method}
+    return {**fields, "measured_at": measured_at}, warning
+
+
+__all__ = [
+    "DEFAULT_SAMPLE_HZ",
+    "SAMPLE_FIELDS",
+    "DeviceReader",
+    "Sampler",
+    "baseline_fields",
+    "measure_power",
+]

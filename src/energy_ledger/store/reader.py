@@ -352,7 +352,7 @@ def validate_process_completeness(
         if isinstance(exc, UnsafePathError):
             raise
         report = check_completeness(experiment_id, [], expected_processes)
-        report = replace(report, reasons=(str(exc), *report.reasons))
+        report = replace(report, reasons=[str(exc), *report.reasons])
     held = Counter(r.process_index for r in raw_results)
     extra: list[str] = []
     duplicates = sorted(i for i, n in held.items() if n > 1)
@@ -364,8 +364,8 @@ def validate_process_completeness(
     if extra:
         report = replace(
             report,
-            reasons=(*report.reasons, *extra),
-            duplicate_indices=tuple(sorted({*report.duplicate_indices, *duplicates})),
+            reasons=[*report.reasons, *extra],
+            duplicate_indices=sorted({*report.duplicate_indices, *duplicates}),
         )
     for reason in report.reasons:
         logger.warning("%s: %s", experiment_id, reason)

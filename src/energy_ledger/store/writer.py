@@ -6,6 +6,13 @@ Events are serialised with orjson into an in-memory buffer and appended to the l
 flush). ``close()`` appends ``process_finished``, flushes, fsyncs, then writes the marker
 atomically (temp + fsync + rename + fsync folder). ``fail(error)`` appends ``process_failed`` and
 writes no marker, so ``recover`` can account for the process.
+
+Events are stamped by a monotonic-anchored clock (``store.clock.AnchoredClock``) unless the caller
+gives one, so ``t`` never decreases even when the system clock is stepped back. A flush asked to
+(``flush(measure_fs_offset=True)``; ``append_clock`` does) also estimates this host's wall clock
+minus the results filesystem's clock from the mtime its write left, and ``append_clock`` writes
+the latest estimate into a ``clock`` event. Ordinary flushes do not measure: on NFS an ``fstat``
+sends the written pages to the server and waits for it, which would make every flush a round trip.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +32,7 @@ from energy_ledger.core.events import FORMAT_VERSION, Event, event_to_dict
 from energy_ledger.core.marker import Marker
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.store.atomic import fsync_dir, write_atomic
+from energy_ledger.store.clock import AnchoredClock, FsOffset, estimate_fs_offset
 from energy_ledger.store.layout import ResultsLayout
 
 logger = logging.getLogger(__name__)
@@ -37,6 +46,16 @@ class EventLogWriter:
     Use :meth:`open`; the first event written must be ``process_started``.
     Not thread-safe: one writer per process, called from one thread at a time (the recorder
     serialises its sampler thread and the caller with a lock).
+
+    Args:
+        path: the log file to create.
+        marker_path: where ``close()`` writes the marker.
+        process_index: the process's index (written into the marker).
+        flush_every_events: flush when this many events are buffered.
+        flush_every_sec: flush at the first append this long after the last flush.
+        fsync: ``"close"`` (fsync once, at the end) or ``"flush"`` (at every flush).
+        clock: Unix seconds for events appended without a ``t``; default a new
+            ``AnchoredClock``, which never goes backwards.
     """
 
     def __init__(
@@ -48,7 +67,7 @@ class EventLogWriter:
         flush_every_events: int = 256,
         flush_every_sec: float = 1.0,
         fsync: FsyncPolicy = "close",
-        clock: Any = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.path = path
         self.marker_path = marker_path
@@ -56,7 +75,9 @@ class EventLogWriter:
         self._flush_every_events = max(1, flush_every_events)
         self._flush_every_sec = flush_every_sec
         self._fsync = fsync
-        self._clock = clock
+        self._clock = AnchoredClock().now if clock is None else clock
+        self._fs_offset: FsOffset | None = None
+        self._mtime_subsecond_seen = False
         self._seq = 0
         self._run_id: str | None = None
         self._buffer: list[bytes] = []
@@ -105,6 +126,11 @@ class EventLogWriter:
         """True after ``close()`` or ``fail()``."""
         return self._closed
 
+    @property
+    def fs_offset(self) -> FsOffset | None:
+        """The latest estimate of this host's wall clock minus the filesystem's (or ``None``)."""
+        return self._fs_offset
+
     def append(self, type_name: str, *, t: float | None = None, **fields: Any) -> Event:
         """Validate and append an event of ``type_name``; returns it (with its ``seq``).
 
@@ -136,13 +162,60 @@ class EventLogWriter:
         ):
             self.flush()
 
-    def flush(self) -> None:
-        """Write the buffered events to the log (and fsync, with ``fsync="flush"``)."""
+    def append_clock(self, t: float, monotonic_sec: float, wall_t: float | None = None) -> None:
+        """Append a ``clock`` event with the filesystem offset measured by flushing first.
+
+        The flush writes what is buffered and times that write (``flush``), so the offset is
+        measured just before this event; with nothing buffered the event carries the latest
+        earlier estimate, and none when there never was one.
+
+        Args:
+            t: the event's time, from the same reading as ``monotonic_sec``.
+            monotonic_sec: ``time.monotonic()`` at ``t``.
+            wall_t: ``time.time()`` at ``t``.
+
+        Raises:
+            LedgerError: the writer is closed, nothing was written yet, or the write failed.
+        """
+        if self._closed:
+            raise LedgerError(f"{self.path}: writer is closed")
+        if self._seq == 0:
+            raise LedgerError("the first event must be process_started")
+        self.flush(measure_fs_offset=True)
+        obj: dict[str, Any] = {
+            "v": FORMAT_VERSION,
+            "seq": 0,
+            "t": t,
+            "type": "clock",
+            "monotonic_sec": monotonic_sec,
+        }
+        if wall_t is not None:
+            obj["wall_t"] = wall_t
+        offset = self._fs_offset
+        if offset is not None:
+            obj["fs_offset_sec"] = offset.offset_sec
+            obj["fs_offset_error_sec"] = offset.error_sec
+        self.append_raw(obj)
+
+    def flush(self, *, measure_fs_offset: bool = False) -> None:
+        """Write the buffered events to the log (and fsync, with ``fsync="flush"``).
+
+        Args:
+            measure_fs_offset: also estimate this host's wall clock minus the filesystem's,
+                from ``time.time()`` just before the write, the mtime ``fstat`` reads after it,
+                and ``time.time()`` after the ``fstat`` (``store.clock.estimate_fs_offset``).
+                Until an mtime with a non-zero sub-second part is seen, the filesystem is taken
+                to keep whole seconds and the estimate's error includes a second. Nothing
+                buffered: nothing written, nothing measured.
+        """
         if not self._buffer:
             return
         data = b"\n".join(self._buffer) + b"\n"
         self._buffer.clear()
-        self._write(data)
+        if measure_fs_offset:
+            self._write_measured(data)
+        else:
+            self._write(data)
         if self._fsync == "flush":
             os.fsync(self._fd)
         self._last_flush = time.monotonic()
@@ -157,6 +230,23 @@ class EventLogWriter:
             raise LedgerError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
         self._digest.update(data)
         self._bytes += len(data)
+
+    def _write_measured(self, data: bytes) -> None:
+        before_sec = time.time()
+        self._write(data)
+        try:
+            mtime_ns = os.fstat(self._fd).st_mtime_ns
+        except OSError as exc:
+            logger.debug("no filesystem clock offset for %s: fstat failed: %s", self.path, exc)
+            return
+        after_sec = time.time()
+        if mtime_ns % 1_000_000_000:
+            self._mtime_subsecond_seen = True
+        estimate = estimate_fs_offset(
+            before_sec, after_sec, mtime_ns, whole_second_mtime=not self._mtime_subsecond_seen
+        )
+        if estimate is not None:
+            self._fs_offset = estimate
 
     def close(self, status: str = "ok") -> Marker:
         """Append ``process_finished``, make the log durable, then write the marker.

@@ -1,0 +1,127 @@
+"""Latency definitions shared with LLenergyMeasure: TTFT, trimmed and full ITL, TPOT (pure).
+
+The per-request parts (trimming a request's inter-token latencies, its time per output token)
+are folded in ``core.state`` as each ``request`` event arrives, because they need the request's
+own boundaries; this module holds the experiment-level half and the interop payload:
+
+- ``latency_statistics`` builds ``LatencyStatistics`` from the concatenated samples of all
+  processes, with LLenergyMeasure's meaning of the fields: ``itl_*`` are over the *trimmed*
+  inter-token latencies (each request's first and last interval left out), ``itl_full_*`` over
+  every interval. ``None`` when no TTFT was logged, as in LLenergyMeasure.
+- ``latency_measurements`` is the raw-sample payload a process result carries in
+  ``inference_metrics.latency_measurements``: exactly the keys of LLenergyMeasure's
+  ``LatencyMeasurements`` dataclass, which LLenergyMeasure rebuilds with
+  ``LatencyMeasurements(**d)`` when it re-aggregates a file (so no key may be added).
+  ``read_latency_measurements`` reads it back.
+
+See docs/metrics.md ("Latency statistics") for the formulas and where conventions differ.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+from energy_ledger.core.stats import Values, summarize
+from energy_ledger.models import LatencyStatistics
+
+MEASUREMENT_MODE = "true_streaming"
+"""``LatencyMeasurementMode`` value for per-token timings logged as they happened."""
+
+
+def trimmed_count(n_intervals: int) -> int:
+    """How many of a request's ``n_intervals`` inter-token latencies the trimmed ITL keeps.
+
+    LLenergyMeasure's rule (``collect_itl_measurements``): the first interval (may still carry
+    prefill or scheduling effects) and the last (end-of-sequence handling) are left out when a
+    request has at least 3 intervals; a shorter request contributes nothing to the trimmed list.
+    """
+    return n_intervals - 2 if n_intervals >= 3 else 0
+
+
+def latency_statistics(
+    ttft_ms: Values, itl_trimmed_ms: Values, itl_full_ms: Values
+) -> LatencyStatistics | None:
+    """TTFT and ITL statistics over concatenated samples; ``None`` without any TTFT.
+
+    Args:
+        ttft_ms: every request's time to first token, all processes.
+        itl_trimmed_ms: the trimmed inter-token latencies (``itl_mean_ms`` and the rest).
+        itl_full_ms: every inter-token latency (``itl_full_mean_ms``, ``itl_full_p99_ms``).
+    """
+    t = summarize(ttft_ms)
+    if t is None:
+        return None
+    i = summarize(itl_trimmed_ms)
+    f = summarize(itl_full_ms)
+    return LatencyStatistics(
+        ttft_mean_ms=t.mean,
+        ttft_median_ms=t.median,
+        ttft_p95_ms=t.p95,
+        ttft_p99_ms=t.p99,
+        ttft_min_ms=t.min,
+        ttft_max_ms=t.max,
+        ttft_samples=t.count,
+        itl_mean_ms=i.mean if i else None,
+        itl_median_ms=i.median if i else None,
+        itl_p95_ms=i.p95 if i else None,
+        itl_p99_ms=i.p99 if i else None,
+        itl_samples=i.count if i else 0,
+        itl_full_mean_ms=f.mean if f else None,
+        itl_full_p99_ms=f.p99 if f else None,
+    )
+
+
+def latency_measurements(
+    ttft_ms: Values,
+    itl_full_ms: Values,
+    itl_trimmed_ms: Values,
+    *,
+    request_count: int,
+    output_tokens: int,
+    warmup_requests: int,
+) -> dict[str, Any] | None:
+    """One process's raw samples in the shape of LLenergyMeasure's ``LatencyMeasurements``.
+
+    ``None`` when the process logged neither a TTFT nor an inter-token latency (LLenergyMeasure
+    leaves the field empty when it did not stream). ``excluded_tokens`` counts the intervals the
+    trimming left out, as LLenergyMeasure does.
+    """
+    if len(ttft_ms) == 0 and len(itl_full_ms) == 0:
+        return None
+    return {
+        "ttft_ms": [float(x) for x in ttft_ms],
+        "itl_full_ms": [float(x) for x in itl_full_ms],
+        "itl_trimmed_ms": [float(x) for x in itl_trimmed_ms],
+        "request_count": request_count,
+        "total_output_tokens": output_tokens,
+        "excluded_tokens": len(itl_full_ms) - len(itl_trimmed_ms),
+        "streaming_mode": True,
+        "warmup_requests_excluded": warmup_requests,
+        "measurement_mode": MEASUREMENT_MODE,
+    }
+
+
+def _float_list(value: object) -> array[float]:
+    if isinstance(value, list) and all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in value
+    ):
+        return array("d", value)
+    return array("d")
+
+
+def read_latency_measurements(value: object) -> tuple[array[float], array[float], array[float]]:
+    """``(ttft_ms, itl_full_ms, itl_trimmed_ms)`` from a ``latency_measurements`` value.
+
+    Reads LLenergyMeasure's keys; a file that has only ``itl_ms`` (an older shape) gives it as
+    the full list and no trimmed list, since the request boundaries needed to trim it are gone.
+    Anything that is not a list of numbers reads as empty.
+    """
+    if not isinstance(value, dict):
+        return array("d"), array("d"), array("d")
+    full_key = "itl_full_ms" if "itl_full_ms" in value else "itl_ms"
+    return (
+        _float_list(value.get("ttft_ms")),
+        _float_list(value.get(full_key)),
+        _float_list(value.get("itl_trimmed_ms")),
+    )
