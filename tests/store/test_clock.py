@@ -118,8 +118,8 @@ class TestEstimateFsOffset:
         assert estimate_fs_offset(1000.0, 999.0, 1_000_000_000_000) is None
 
     def test_default_lag_is_the_coarse_tick(self) -> None:
-        """Without ``lag_sec`` the module's coarse-clock bound widens the lower edge."""
+        """Without ``lag_sec`` the module's mtime lag bound widens the lower edge."""
         got = estimate_fs_offset(10.0, 10.0, 10_000_000_000)
         assert got is not None
-        assert got.error_sec == pytest.approx(clock.COARSE_TICK_SEC / 2)
-        assert 0.0 < clock.COARSE_TICK_SEC <= 0.1
+        assert got.error_sec == pytest.approx(clock.MTIME_LAG_SEC / 2)
+        assert 0.0 < clock.MTIME_LAG_SEC <= 0.1

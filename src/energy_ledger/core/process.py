@@ -278,6 +278,10 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
     if started is not None and not started.counts_requests:
         warnings.append("counts_requests is false: this process's requests are not counted")
     offset, offset_error, wall_step = _clock_facts(state)
+    # A rank whose requests another rank counts (tensor parallelism) reports none, so that
+    # whoever sums the process results (LLenergyMeasure re-aggregating, or ``summary_from_raw``)
+    # counts each request once.
+    rs = state if started is None or started.counts_requests else ProcessState()
     if started is not None and started.gpu_is_mig:
         warnings.append(
             "MIG instance: the energy counter reflects the whole parent GPU, not this instance"
@@ -296,10 +300,10 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
     else:
         lo, hi = start_t, end_t
     duration_sec = max(0.0, hi - lo) if start_t is not None and end_t is not None else 0.0
-    total_tokens = state.input_tokens + state.output_tokens
+    total_tokens = rs.input_tokens + rs.output_tokens
     compute = state.compute
     flops_total = compute.flops_total if compute is not None else 0.0
-    per_token_div = state.output_tokens or total_tokens
+    per_token_div = rs.output_tokens or total_tokens
     baseline = state.baseline
     adjusted = (
         max(0.0, energy_j - baseline.power_w * duration_sec) if baseline is not None else None
@@ -325,20 +329,20 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
         timestamps=Timestamps(start=utc(lo), end=utc(hi), duration_sec=duration_sec),
         inference_metrics=InferenceMetrics(
             total_tokens=total_tokens,
-            input_tokens=state.input_tokens,
-            output_tokens=state.output_tokens,
+            input_tokens=rs.input_tokens,
+            output_tokens=rs.output_tokens,
             inference_time_sec=duration_sec,
             tokens_per_second=total_tokens / duration_sec if duration_sec > 0 else 0.0,
             latency_per_token_ms=(
-                1000.0 * duration_sec / state.output_tokens if state.output_tokens else 0.0
+                1000.0 * duration_sec / rs.output_tokens if rs.output_tokens else 0.0
             ),
-            time_to_first_token_ms=mean(state.ttft_ms) if state.ttft_ms else None,
+            time_to_first_token_ms=mean(rs.ttft_ms) if rs.ttft_ms else None,
             latency_measurements=latency_measurements(
-                state.ttft_ms,
-                state.itl_ms,
-                state.itl_trimmed_ms,
-                request_count=state.requests,
-                output_tokens=state.output_tokens,
+                rs.ttft_ms,
+                rs.itl_ms,
+                rs.itl_trimmed_ms,
+                request_count=rs.requests,
+                output_tokens=rs.output_tokens,
                 warmup_requests=warmup.iterations_completed if warmup else 0,
             ),
         ),
@@ -361,9 +365,9 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
         ),
         effective_config=dict(started.effective_config or {}) if started else {},
         extended_metrics=ExtendedEfficiencyMetrics(
-            tpot_ms=mean(state.tpot_ms) if state.tpot_ms else None
+            tpot_ms=mean(rs.tpot_ms) if rs.tpot_ms else None
         ),
-        per_request_latencies_ms=list(state.latencies_ms),
+        per_request_latencies_ms=list(rs.latencies_ms),
         gpu_utilisation_samples=list(state.sm_util_pct),
         energy_breakdown=EnergyBreakdown(
             raw_j=energy_j,
@@ -412,14 +416,14 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
         baseline_power_w=baseline.power_w if baseline else None,
         baseline_method=baseline.method if baseline else None,
         baseline_measured_at=baseline.measured_at if baseline else None,
-        requests=state.requests,
-        input_tokens=state.input_tokens,
-        output_tokens=state.output_tokens,
-        latencies_ms=array("d", state.latencies_ms),
-        ttft_ms=array("d", state.ttft_ms),
-        itl_ms=array("d", state.itl_ms),
-        itl_trimmed_ms=array("d", state.itl_trimmed_ms),
-        tpot_ms=array("d", state.tpot_ms),
+        requests=rs.requests,
+        input_tokens=rs.input_tokens,
+        output_tokens=rs.output_tokens,
+        latencies_ms=array("d", rs.latencies_ms),
+        ttft_ms=array("d", rs.ttft_ms),
+        itl_ms=array("d", rs.itl_ms),
+        itl_trimmed_ms=array("d", rs.itl_trimmed_ms),
+        tpot_ms=array("d", rs.tpot_ms),
         sm_util_pct=array("d", state.sm_util_pct),
         finished=facts.finished,
         failed_error=facts.failed_error,
