@@ -140,6 +140,51 @@ class TestValidate:
         assert report["expected_processes"] == 2
 
 
+def _short_window_root(tmp_path: Path) -> Path:
+    """A complete one-process experiment whose window lasts 0.5 s: energy unreliable."""
+    from energy_ledger.store.writer import EventLogWriter
+
+    ticks = iter([0.0, 1.0, 1.5, 1.5])
+    writer = EventLogWriter.open(tmp_path, "short", 0, clock=lambda: 1_700_000_000 + next(ticks))
+    writer.append(
+        "process_started", experiment_id="short", run_id="r", process_index=0, world_size=1,
+        gpu_id=0, gpu_uuid="GPU-a",
+    )  # fmt: skip
+    writer.append("window_started", energy_mj=0)
+    writer.append("window_ended", energy_mj=100_000)
+    writer.close()
+    return tmp_path
+
+
+class TestValidityReasons:
+    """Weak measurements are reasons in ``validate`` and ``status``, and block nothing."""
+
+    def test_validate_prints_the_warning(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A complete experiment with a 0.5 s window exits 0 and warns that energy is weak."""
+        root = _short_window_root(tmp_path)
+        code, out, _ = run(capsys, "validate", str(root / "raw" / "short"))
+        assert code == 0
+        assert "warning: energy_unreliable" in out
+        code, out, _ = run(capsys, "validate", "--json", str(root / "raw" / "short"))
+        assert any(
+            w.startswith("energy_unreliable") for w in json.loads(out)["measurement_warnings"]
+        )
+
+    def test_status_shows_it_for_the_emitted_result(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """After ``replay`` the experiment is emitted and ``status --json`` carries the warning."""
+        root = _short_window_root(tmp_path)
+        assert run(capsys, "replay", str(root))[0] == 0
+        code, out, _ = run(capsys, "status", "--json", str(root))
+        assert code == 0
+        (row,) = json.loads(out)["experiments"]
+        assert row["result"] == "emitted"
+        assert any(w.startswith("energy_unreliable") for w in row["warnings"])
+
+
 class TestRecover:
     """``recover`` writes a partial result and says what it covered."""
 
@@ -170,9 +215,11 @@ class TestStatusShowSchema:
         code, out, _ = run(capsys, "status", "--json", str(root))
         assert code == 0
         data = json.loads(out)
-        assert data["experiments"] == [
-            {"experiment_id": EXP, "state": "complete", "result": "emitted", "detail": ""}
-        ]
+        (row,) = data["experiments"]
+        warnings = row.pop("warnings")
+        assert row == {"experiment_id": EXP, "state": "complete", "result": "emitted", "detail": ""}
+        emitted = json.loads((root / "aggregated" / f"{EXP}.json").read_bytes())
+        assert set(warnings) <= set(emitted["measurement_warnings"])
 
     @pytest.mark.parametrize("target", ["root", "file"])
     def test_show(self, root: Path, capsys: pytest.CaptureFixture[str], target: str) -> None:

@@ -145,12 +145,13 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Print the completeness report; exit 0 when complete, 1 when not."""
-    from energy_ledger.pipeline import validate_experiment
+    from energy_ledger.pipeline import validate_experiment, validity_of
 
     scan = validate_experiment(experiment_dir, expected)
     report = scan.report
+    weak = validity_of(scan) if report.is_complete else []
     if as_json:
-        out.print_json(json.dumps(report.to_dict()))
+        out.print_json(json.dumps({**report.to_dict(), "measurement_warnings": weak}))
     else:
         out.print(f"{report.experiment_id}: {report.state.upper()}")
         out.print(
@@ -160,6 +161,8 @@ def validate(
         )
         for reason in report.reasons:
             out.print(f"  - {reason}")
+        for warning in weak:
+            out.print(f"  - warning: {warning}")
     if not report.is_complete:
         raise typer.Exit(1)
 
@@ -185,6 +188,7 @@ def status(
                             "state": r.state,
                             "result": r.action,
                             "detail": r.detail,
+                            "warnings": list(r.warnings),
                         }
                         for r in rows
                     ],
@@ -197,7 +201,8 @@ def status(
     for column in ("experiment", "state", "result", "why"):
         table.add_column(column, overflow="fold")
     for r in rows:
-        table.add_row(r.experiment_id, r.state, r.action, r.detail)
+        why = "; ".join(filter(None, (r.detail, *r.warnings)))
+        table.add_row(r.experiment_id, r.state, r.action, why)
     out.print(table)
     if daemon:
         for line in daemon_lines(daemon):

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from energy_ledger.core.aggregation import aggregate_results
 from energy_ledger.core.completeness import CompletenessReport
+from energy_ledger.core.validity import is_validity_warning
 from energy_ledger.exceptions import IncompleteExperimentError, LedgerError
 from energy_ledger.models import ExperimentResult
 from energy_ledger.store.atomic import write_if_changed
@@ -44,6 +47,7 @@ class Outcome:
             but its result could not be written).
         detail: why (the completeness reasons, or the error).
         path: the result file, when there is one.
+        warnings: the emitted result's validity warnings (weak measurements, not blockers).
     """
 
     experiment_id: str
@@ -51,6 +55,7 @@ class Outcome:
     action: str
     detail: str = ""
     path: Path | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def coverage(scan: ExperimentScan) -> dict[str, Any]:
@@ -247,6 +252,22 @@ def root_status(root: str | os.PathLike[str]) -> list[Outcome]:
                 emitted,
                 scan.report.error_message or "",
                 result if result.exists() else None,
+                _emitted_validity(result),
             )
         )
     return rows
+
+
+def _emitted_validity(path: Path) -> tuple[str, ...]:
+    """The validity warnings of an emitted result, or none when it cannot be read."""
+    try:
+        warnings = orjson.loads(path.read_bytes()).get("measurement_warnings") or []
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return ()
+    return tuple(w for w in warnings if isinstance(w, str) and is_validity_warning(w))
+
+
+def validity_of(scan: ExperimentScan) -> list[str]:
+    """The validity warnings of a complete experiment (``validate``), without writing it."""
+    result = aggregate_scan(scan)
+    return [w for w in result.measurement_warnings if is_validity_warning(w)]

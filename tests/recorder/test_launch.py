@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from energy_ledger.exceptions import LedgerError
-from energy_ledger.recorder.launch import launch_from_env
+from energy_ledger.recorder.launch import launch_from_env, tensor_parallel_size_from_env
 
 
 class TestLaunchFromEnv:
@@ -93,3 +93,23 @@ class TestLaunchFromEnv:
         """An explicit CUDA ordinal indexes CUDA_VISIBLE_DEVICES; a string is used as is."""
         env = {"CUDA_VISIBLE_DEVICES": "4,5"}
         assert launch_from_env(env, device=device).device_spec == expected
+
+
+class TestTensorParallelSize:
+    """``ENERGY_LEDGER_TP_SIZE`` gives the tensor-parallel group size."""
+
+    @pytest.mark.parametrize(
+        ("value", "expected"), [(None, None), ("", None), ("  ", None), ("2", 2), (" 8 ", 8)]
+    )
+    def test_read(self, value: str | None, expected: int | None) -> None:
+        """Unset or blank is ``None``; a number is that number."""
+        env = {} if value is None else {"ENERGY_LEDGER_TP_SIZE": value}
+        assert tensor_parallel_size_from_env(env) == expected
+        assert launch_from_env(env).tensor_parallel_size == expected
+
+    @pytest.mark.parametrize(("value", "match"), [("two", "not an integer"), ("-1", "negative")])
+    def test_malformed(self, value: str, match: str) -> None:
+        """A value that is not a non-negative integer is a LedgerError naming the variable."""
+        env = {"ENERGY_LEDGER_TP_SIZE": value}
+        with pytest.raises(LedgerError, match=f"ENERGY_LEDGER_TP_SIZE.*{match}"):
+            tensor_parallel_size_from_env(env)

@@ -107,6 +107,77 @@ class TestStartedFields:
         assert fields["model_name"] == "m" and "config_name" not in fields
 
 
+class TestRequestOwnership:
+    """``request_ownership``: the first rank of each tensor-parallel group counts its requests."""
+
+    @pytest.mark.parametrize(
+        ("rank", "world", "tp_size", "override"),
+        [
+            (0, 4, 2, None),
+            (1, 4, 2, None),
+            (2, 4, 2, None),
+            (3, 4, 2, None),
+            (3, 4, 1, None),
+            (0, 8, 4, None),
+            (5, 8, 4, None),
+            (4, 8, 4, None),
+            (7, 8, 8, None),
+            (0, 1, 1, None),
+        ],
+    )
+    def test_first_rank_of_each_group(
+        self, rank: int, world: int, tp_size: int, override: bool | None
+    ) -> None:
+        """Rank r of groups of k consecutive ranks counts when it is its group's first."""
+        groups = [list(range(start, start + tp_size)) for start in range(0, world, tp_size)]
+        first_ranks = {group[0] for group in groups}
+        assert payloads.request_ownership(rank, world, tp_size, override) is (rank in first_ranks)
+
+    @pytest.mark.parametrize(
+        ("rank", "tp_size", "override", "expected"),
+        [
+            (0, None, None, None),
+            (3, None, None, None),
+            (1, 2, True, True),
+            (0, 2, False, False),
+            (1, None, False, False),
+            (0, None, True, True),
+        ],
+    )
+    def test_default_and_override(
+        self, rank: int, tp_size: int | None, override: bool | None, expected: bool | None
+    ) -> None:
+        """No size and no override: ``None`` (nothing to write); an override wins."""
+        assert payloads.request_ownership(rank, 4, tp_size, override) is expected
+
+    @pytest.mark.parametrize(
+        ("world", "tp_size", "override", "match"),
+        [
+            (4, 0, None, "int >= 1"),
+            (4, -2, None, "int >= 1"),
+            (4, 3, None, "does not divide"),
+            (6, 4, None, "does not divide"),
+            (2, 4, None, "does not divide"),
+            (4, True, None, "int >= 1"),
+            (4, 2.0, None, "int >= 1"),
+            (4, 3, True, "does not divide"),
+            (4, None, "yes", "must be a bool"),
+            (4, None, 1, "must be a bool"),
+        ],
+    )
+    def test_refuses(self, world: int, tp_size: Any, override: Any, match: str) -> None:
+        """A size below 1, not an int, or not dividing the world size, and a non-bool
+        override, are ``LedgerError``s (a bad size even with an override)."""
+        with pytest.raises(LedgerError, match=match):
+            payloads.request_ownership(0, world, tp_size, override)
+
+    @pytest.mark.parametrize("value", [True, False])
+    def test_started_fields_carry_it(self, value: bool) -> None:
+        """``started_fields`` writes ``counts_requests`` when known and leaves it out when not."""
+        assert started(counts_requests=value)["counts_requests"] is value
+        assert "counts_requests" not in started()
+
+
 class TestDeviceWarnings:
     """Readings that are not a real, whole GPU's are said first."""
 

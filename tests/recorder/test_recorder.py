@@ -269,3 +269,75 @@ class TestNvmlFaults:
         with pytest.raises(NvmlUnavailableError), rec:
             pass
         assert not (tmp_path / "raw" / "exp").exists()
+
+
+class TestRequestOwnership:
+    """Under tensor parallelism only the first rank of each group counts its requests."""
+
+    def test_tp_size_marks_one_rank_per_group(self, tmp_path: Path) -> None:
+        """With 4 ranks in groups of 2, ranks 0 and 2 count and ranks 1 and 3 do not."""
+        written = []
+        for rank in range(4):
+            rec = recorder(tmp_path, rank=rank, world=4, spec=str(rank), tensor_parallel_size=2)
+            run_window(rec)
+            written.append(read_events(rec.log_path)[0]["counts_requests"])
+        assert written == [rank % 2 == 0 for rank in range(4)]
+
+    def test_default_counts(self, tmp_path: Path) -> None:
+        """Without a size or an override every rank counts (the format's default, true)."""
+        rec = recorder(tmp_path, rank=1, world=2, spec="1")
+        run_window(rec)
+        assert read_events(rec.log_path)[0]["counts_requests"] is True
+
+    @pytest.mark.parametrize(
+        ("rank", "tp_size", "override", "expected"),
+        [(0, None, False, False), (1, 2, True, True), (0, 2, False, False)],
+    )
+    def test_explicit_override_wins(
+        self, tmp_path: Path, rank: int, tp_size: int | None, override: bool, expected: bool
+    ) -> None:
+        """``counts_requests=`` is written as given, whatever the tensor-parallel size says."""
+        rec = recorder(
+            tmp_path,
+            rank=rank,
+            world=2,
+            spec=str(rank),
+            tensor_parallel_size=tp_size,
+            counts_requests=override,
+        )
+        run_window(rec)
+        assert read_events(rec.log_path)[0]["counts_requests"] is expected
+
+    @pytest.mark.parametrize("tp_size", [0, 3, -2])
+    def test_bad_size_is_refused_before_anything_is_written(
+        self, tmp_path: Path, tp_size: int
+    ) -> None:
+        """A size below 1 or one that does not divide the world size is a ``LedgerError``."""
+        with pytest.raises(LedgerError, match="tensor_parallel_size"):
+            recorder(tmp_path, rank=0, world=4, tensor_parallel_size=tp_size)
+        assert not (tmp_path / "raw").exists()
+
+    @pytest.mark.parametrize(
+        ("rank", "argument", "expected"), [(2, None, True), (1, None, False), (2, 4, False)]
+    )
+    def test_from_env_reads_the_size_and_the_argument_wins(
+        self, tmp_path: Path, rank: int, argument: int | None, expected: bool
+    ) -> None:
+        """``ENERGY_LEDGER_TP_SIZE=2`` decides, unless ``tensor_parallel_size`` is passed."""
+        environ = {
+            "RANK": str(rank),
+            "WORLD_SIZE": "4",
+            "LOCAL_RANK": str(rank),
+            "ENERGY_LEDGER_RUN_ID": "tp",
+            "ENERGY_LEDGER_TP_SIZE": "2",
+        }
+        rec = ProcessRecorder.from_env(
+            tmp_path,
+            "exp",
+            environ=environ,
+            nvml=FakeNvml(4),
+            snapshot_packages=False,
+            tensor_parallel_size=argument,
+        )
+        run_window(rec)
+        assert read_events(rec.log_path)[0]["counts_requests"] is expected

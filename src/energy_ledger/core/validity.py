@@ -31,6 +31,24 @@ CLOCK_STEP_SEC: Final = 0.4
 """A wall clock that moved this much against the monotonic clock during a run was stepped."""
 
 
+KINDS: Final = (
+    "energy_unreliable",
+    "steady_state_unstable",
+    "steady_state_short",
+    "power_below_idle",
+    "power_above_limit",
+    "clock_skew",
+    "clock_stepped",
+)
+"""The first word of each validity warning, so that ``validate`` and ``status`` can pick them
+out of ``measurement_warnings``."""
+
+
+def is_validity_warning(text: str) -> bool:
+    """True for a warning this module wrote (by its first word)."""
+    return text.split(":", 1)[0] in KINDS
+
+
 def validity_warnings(
     processes: Sequence[ProcessSummary], gpus: Sequence[GpuEnergy], methodology: str
 ) -> list[str]:
