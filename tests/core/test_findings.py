@@ -369,3 +369,21 @@ class TestValidityWarnings:
         assert silent.raw.inference_metrics.total_tokens == 0
         assert silent.raw.per_request_latencies_ms == []
         assert silent.raw.energy_metrics.total_energy_j == 100.0
+
+    def test_skew_counts_the_gap_between_event_time_and_system_clock(self) -> None:
+        """Host b's events are stamped 0.9 s ahead of its system clock, whose offset is 0."""
+        logs = []
+        for rank, (host, ahead_sec) in enumerate((("a", 0.0), ("b", 0.9))):
+            logs.append(
+                [
+                    (0.0, _started(rank, 2, gpu_uuid=f"GPU-{rank}", hostname=host)),
+                    (0.5, {"type": "clock", "monotonic_sec": 100.0, "wall_t": T0 + 0.5 - ahead_sec,
+                           "fs_offset_sec": 0.0, "fs_offset_error_sec": 0.01}),
+                    (1.0, {"type": "window_started", "energy_mj": 0}),
+                    (31.0, {"type": "window_ended", "energy_mj": 9_000_000}),
+                    (31.0, {"type": "process_finished"}),
+                ]
+            )  # fmt: skip
+        result = _result(*logs)
+        (skew,) = [w for w in result.measurement_warnings if w.startswith("clock_skew")]
+        assert "0.900 s" in skew

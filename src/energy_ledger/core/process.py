@@ -227,8 +227,17 @@ def _power_integral_j(state: ProcessState) -> float:
 
 
 def _clock_facts(state: ProcessState) -> tuple[float | None, float | None, float]:
-    """(offset, its error, the largest wall-clock step) from the ``clock`` events."""
-    offsets = [(err, off) for _t, _m, _w, off, err in state.clocks if off is not None]
+    """(offset, its error, the largest wall-clock step) from the ``clock`` events.
+
+    ``fs_offset_sec`` is the system clock (``wall_t``) minus the filesystem's; the events are
+    stamped with ``t``, so the offset that places this process's events against the shared
+    clock is ``(t - wall_t) + fs_offset_sec``. The estimate with the smallest error wins.
+    """
+    offsets = [
+        (err, off + (t - wall if wall is not None else 0.0))
+        for t, _m, wall, off, err in state.clocks
+        if off is not None
+    ]
     offset = error = None
     if offsets:
         error, offset = min(offsets, key=lambda pair: (pair[0] or 0.0, pair[1]))
