@@ -12,7 +12,9 @@ import pytest
 
 from energy_ledger.core.replay import replay_bytes
 from energy_ledger.exceptions import LedgerError
-from energy_ledger.gpu.fake import FakeNvml
+from energy_ledger.gpu.fake import FakeFaults, FakeNvml
+from energy_ledger.recorder.launch import LaunchInfo
+from energy_ledger.recorder.recorder import ProcessRecorder
 from tests.helpers import read_events, ticking_clock, wait_for
 from tests.recorder.test_recorder import of_type, recorder, run_window
 
@@ -123,6 +125,53 @@ class TestPeriodicClock:
         assert len(inside) >= 3 and all(c["t"] in sample_times for c in inside[1:])
         gaps = [b["monotonic_sec"] - a["monotonic_sec"] for a, b in itertools.pairwise(inside)]
         assert all(gap >= interval_sec for gap in gaps)
+
+    def test_time_order_holds_when_a_sample_brings_warnings(self, tmp_path: Path) -> None:
+        """A periodic clock event and the warnings of the same sample keep ``t`` in order."""
+        fake = FakeNvml(1, faults=FakeFaults.parse("power_w@3;temperature_c@4;sm_util_pct@5"))
+        rec = recorder(tmp_path, fake=fake, clock_interval_sec=1e-6)
+        with rec, rec.window():
+            wait_for(lambda: fake.devices[0].calls("sm_util_pct") >= 6, "six samples")
+        data = Path(rec.log_path).read_bytes()
+        evs = read_events(rec.log_path)
+        assert [e["t"] for e in evs] == sorted(e["t"] for e in evs)
+        assert sum("failed" in w["message"] for w in of_type(evs, "warning")) == 3
+        assert replay_bytes(data).state.finished
+
+
+class TestTimeOrder:
+    """``t`` never goes backwards, whichever thread appends."""
+
+    def test_every_event_is_stamped_under_the_lock(self, tmp_path: Path) -> None:
+        """The clock is read only while the recorder's lock is held, so the sampler thread
+        cannot append an event between a ``t`` being read and its event being appended."""
+        held: list[bool] = []
+        ticks = ticking_clock(2_000_000_000.0, 0.001)
+
+        def clock() -> float:
+            held.append(rec._lock.locked())
+            return ticks()
+
+        # A sampler that never samples (its first reading would come in 100 s), so that the
+        # lock is held only by this thread, and ``locked()`` says whether it holds it.
+        rec = ProcessRecorder(
+            tmp_path,
+            "exp",
+            launch=LaunchInfo(0, 1, 0, "run-1", "0"),
+            nvml=FakeNvml(1),
+            sample_hz=0.01,
+            clock=clock,
+            snapshot_packages=False,
+        )
+        with rec:
+            rec.baseline(power_w=50.0)
+            with rec.window():
+                for _ in range(5):
+                    rec.request(latency_ms=1.0, input_tokens=1, output_tokens=1)
+            rec.warning("after the window")
+        stamps = {e["t"] for e in read_events(rec.log_path)}
+        assert len(stamps) > 10 and len(held) >= len(stamps)
+        assert all(held)
 
 
 class TestAnchoredClock:

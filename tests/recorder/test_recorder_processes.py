@@ -38,8 +38,9 @@ def worker_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_ranks(tmp_path: Path, fail_rank: int = -1) -> tuple[Path, list[int]]:
-    """Start WORLD_SIZE workers as torchrun would (one per fake GPU); return root and codes."""
+def run_ranks(tmp_path: Path, fail_rank: int = -1, **extra: str) -> tuple[Path, list[int]]:
+    """Start WORLD_SIZE workers as torchrun would (one per fake GPU), with ``extra``
+    variables; return root and exit codes."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     root = tmp_path / "results"
@@ -49,6 +50,7 @@ def run_ranks(tmp_path: Path, fail_rank: int = -1) -> tuple[Path, list[int]]:
         TORCHELASTIC_RUN_ID="test-run-42",
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT="29500",
+        **extra,
     )
     procs = [
         subprocess.Popen(
@@ -117,6 +119,23 @@ class TestFourRanks:
         # The counter is read just before each edge is stamped: a few mJ at most.
         assert result["total_energy_j"] == pytest.approx(formula_j, abs=0.02)
         assert result["total_tokens"] == WORLD_SIZE * 30 * 12
+
+    def test_tensor_parallel_ranks_count_requests_once(self, tmp_path: Path) -> None:
+        """With ``ENERGY_LEDGER_TP_SIZE=2`` ranks 0 and 2 own their groups' requests: the
+        experiment counts two ranks' tokens, and every rank's energy."""
+        root, codes = run_ranks(tmp_path, ENERGY_LEDGER_TP_SIZE="2")
+        assert codes == [0] * WORLD_SIZE
+        owners = [log_events(root, rank)[0]["counts_requests"] for rank in range(WORLD_SIZE)]
+        assert owners == [rank % 2 == 0 for rank in range(WORLD_SIZE)]
+        replay = cli("replay", str(root))
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        result = orjson.loads((root / "aggregated" / "exp4.json").read_bytes())
+        assert result["total_tokens"] == sum(owners) * 30 * 12
+        logged_j = 0.0
+        for rank in range(WORLD_SIZE):
+            start, end = window_edges(log_events(root, rank))
+            logged_j += (end["energy_mj"] - start["energy_mj"]) / 1000
+        assert result["total_energy_j"] == pytest.approx(logged_j, rel=1e-12)
 
     def test_failed_rank_is_reported_by_recover(self, tmp_path: Path) -> None:
         """A rank that raises leaves process_failed and no marker; validate says incomplete

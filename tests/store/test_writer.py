@@ -428,6 +428,16 @@ class TestAppendClock:
         assert "wall_t" not in read_events(writer.path)[-1]
         writer.abandon()
 
+    def test_remembers_the_last_monotonic_reading(self, tmp_path: Path) -> None:
+        """``last_clock_monotonic_sec`` is ``None`` until a clock event, then the latest's."""
+        writer = _open(tmp_path)
+        writer.append("process_started", **STARTED)
+        assert writer.last_clock_monotonic_sec is None
+        writer.append_clock(T0, 1.5)
+        writer.append_clock(T0 + 1.0, 2.5)
+        assert writer.last_clock_monotonic_sec == 2.5
+        writer.abandon()
+
     def test_refused_before_start_and_after_close(self, tmp_path: Path) -> None:
         """A clock event cannot be first, nor follow ``process_finished``."""
         writer = _open(tmp_path)

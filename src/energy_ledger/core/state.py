@@ -295,16 +295,20 @@ def apply_all(state: ProcessState, events: list[Event]) -> ProcessState:
                 continue
             n_req += 1
             n_in += event.input_tokens
-            n_out += event.output_tokens
-            latencies(event.latency_ms)
-            if event.ttft_ms is not None:
-                ttfts(event.ttft_ms)
-                if event.output_tokens >= 2 and event.latency_ms >= event.ttft_ms:
-                    tpots((event.latency_ms - event.ttft_ms) / (event.output_tokens - 1))
-            if event.itl_ms:
-                itls(event.itl_ms)
-                if len(event.itl_ms) >= 3:
-                    trimmed(event.itl_ms[1:-1])
+            out_tokens = event.output_tokens
+            n_out += out_tokens
+            latency = event.latency_ms
+            latencies(latency)
+            ttft = event.ttft_ms
+            if ttft is not None:
+                ttfts(ttft)
+                if out_tokens >= 2 and latency >= ttft:
+                    tpots((latency - ttft) / (out_tokens - 1))
+            itl = event.itl_ms
+            if itl:
+                itls(itl)
+                if len(itl) >= 3:
+                    trimmed(itl[1:-1])
         elif type(event) is Sample:
             n_hot += 1
             add_sample(

@@ -64,8 +64,8 @@ def started_fields(
     The GPU is named by ``info.parent_uuid``: the physical GPU whose counter is read, so the
     aggregator counts a GPU shared by MIG instances once. A config adds ``effective_config``, its
     hash, and its ``config_name`` and ``model_name`` when they are strings. ``counts_requests``
-    (from ``request_ownership``) is written only when known, so a run without tensor
-    parallelism writes what format v1 always meant (the field's default, true).
+    (from ``request_ownership``) is left out when ``None``, so the event takes the format's
+    default, true: what a log meant before the field existed.
     """
     started: dict[str, Any] = {
         "experiment_id": experiment_id,

@@ -9,8 +9,8 @@ Three lines in a torchrun/accelerate/Slurm worker::
                 rec.request(latency_ms=..., input_tokens=..., output_tokens=...)
 
 Entering writes ``process_started`` (with the environment snapshot); ``window()`` reads the energy
-counter at its start and end and runs the background sampler in between; leaving normally writes
-``process_finished`` and the completion marker, leaving with an exception writes
+counter at its start and end and runs the background sampler in between (``window``); leaving
+normally writes ``process_finished`` and the completion marker, leaving with an exception writes
 ``process_failed`` (no marker, so ``recover`` can account for the rank) and re-raises.
 
 Threading: the ``EventLogWriter`` is not thread-safe, so the caller's thread and the sampler thread
@@ -44,8 +44,9 @@ from energy_ledger.gpu.protocol import DeviceInfo, GpuBackend, GpuDevice
 from energy_ledger.recorder import payloads
 from energy_ledger.recorder.launch import LaunchInfo, check_peers, launch_from_env
 from energy_ledger.recorder.payloads import config_hash  # re-exported: it was defined here
-from energy_ledger.recorder.sampler import DEFAULT_SAMPLE_HZ, DeviceReader, Sampler, baseline_fields
+from energy_ledger.recorder.sampler import DEFAULT_SAMPLE_HZ, DeviceReader, baseline_fields
 from energy_ledger.recorder.snapshot import build_snapshot
+from energy_ledger.recorder.window import MeasuredWindow
 from energy_ledger.store.clock import EventClock, event_clock
 from energy_ledger.store.layout import ResultsLayout
 from energy_ledger.store.writer import EventLogWriter
@@ -124,7 +125,6 @@ class ProcessRecorder:
         self._event_clock: EventClock = event_clock(clock)
         self._clock = self._event_clock.now
         self._clock_interval_sec = clock_interval_sec
-        self._last_clock_mono_sec = 0.0
         self._backend_name = backend
         self._backend_version = backend_version
         self._snapshot_packages = snapshot_packages
@@ -134,9 +134,8 @@ class ProcessRecorder:
         self._gpu: GpuBackend | None = None
         self._device: GpuDevice | None = None
         self._reader: DeviceReader | None = None
-        self._sampler: Sampler | None = None
+        self._window: MeasuredWindow | None = None  # set once window() has begun
         self._in_window = False
-        self._window_done = False
         self.device_info: DeviceInfo | None = None
         self.marker: Marker | None = None
         self.sampler_cpu_sec = 0.0
@@ -291,8 +290,8 @@ class ProcessRecorder:
             self._release()
 
     def _release(self) -> None:
-        if self._sampler is not None:
-            self._sampler.stop()
+        if self._window is not None:
+            self._window.stop_sampling()
         if self._gpu is not None:
             self._gpu.shutdown()
             self._gpu = None
@@ -314,7 +313,6 @@ class ProcessRecorder:
         wall_t = time.time()
         assert self._writer is not None
         self._writer.append_clock(t, mono_sec, wall_t)
-        self._last_clock_mono_sec = mono_sec
 
     def _warn_locked(self, message: str) -> None:
         logger.warning("%s", message)
@@ -346,7 +344,7 @@ class ProcessRecorder:
             written instead of the event).
         """
         self._require_writer()
-        if self._in_window or self._window_done:
+        if self._window is not None:
             raise LedgerError("baseline() must come before window()")
         assert self._device is not None
         fields, warning = baseline_fields(self._device, seconds, self.sample_hz, power_w)
@@ -357,30 +355,6 @@ class ProcessRecorder:
         self.event("baseline", **fields)
         return float(fields["power_w"])
 
-    def _read_energy_locked(self, where: str) -> int | None:
-        """Read the counter at a window edge; a failure or a reset becomes a warning event."""
-        assert self._reader is not None
-        value, warning = self._reader.edge_energy(where)
-        if warning:
-            self._warn_locked(warning)
-        return value
-
-    def _emit_sample(self, fields: dict[str, Any], warnings: Sequence[str]) -> None:
-        with self._lock:
-            writer = self._writer
-            if writer is None or writer.closed:
-                return
-            reading = self._event_clock.reading()
-            if fields:
-                obj: dict[str, Any] = {"v": _V, "seq": 0, "t": reading[0], "type": "sample"}
-                obj.update(fields)
-                writer.append_raw(obj)
-            for message in warnings:
-                self._warn_locked(message)
-            due = reading[1] - self._last_clock_mono_sec >= self._clock_interval_sec
-            if due and self._in_window:
-                self._clock_locked(reading)
-
     @contextmanager
     def window(self) -> Iterator[ProcessRecorder]:
         """The measured window: energy counter at both ends, background sampling in between.
@@ -390,50 +364,30 @@ class ProcessRecorder:
         power samples instead.
         """
         writer = self._require_writer()
-        if self._in_window or self._window_done:
+        if self._window is not None:
             raise LedgerError("only one window() per recorder")
         assert self._reader is not None
-        reader = self._reader
-        with self._lock:
-            start_mj = self._read_energy_locked("window start")
-            reading = self._event_clock.reading()
-            obj: dict[str, Any] = {"v": _V, "seq": 0, "t": reading[0], "type": "window_started"}
-            if start_mj is not None:
-                obj["energy_mj"] = start_mj
-            writer.append_raw(obj)
-            self._clock_locked(reading)
-        self._emit_sample(*reader.read())
-        sampler = Sampler(reader, self._emit_sample, sample_hz=self.sample_hz)
-        self._sampler = sampler
+        window = MeasuredWindow(
+            writer,
+            self._reader,
+            self._lock,
+            self._event_clock,
+            sample_hz=self.sample_hz,
+            clock_interval_sec=self._clock_interval_sec,
+            append_clock=self._clock_locked,
+            warn=self._warn_locked,
+        )
+        window.begin()
+        self._window = window
         self._in_window = True
-        sampler.start()
+        window.start_sampling()
         try:
             yield self
         finally:
             self._in_window = False
-            self._window_done = True
-            sampler.stop()
-            self.sampler_cpu_sec, self.samples = sampler.cpu_sec, sampler.samples
-            self._end_window(writer, reader, sampler, start_mj)
-
-    def _end_window(
-        self, writer: EventLogWriter, reader: DeviceReader, sampler: Sampler, start_mj: int | None
-    ) -> None:
-        self._emit_sample(*reader.read())
-        with self._lock:
-            if writer.closed:
-                return
-            end_mj = self._read_energy_locked("window end")
-            reading = self._event_clock.reading()
-            obj: dict[str, Any] = {"v": _V, "seq": 0, "t": reading[0], "type": "window_ended"}
-            if start_mj is not None and end_mj is not None and not reader.counter_reset:
-                obj["energy_mj"] = end_mj
-            writer.append_raw(obj)
-            self._clock_locked(reading)
-            if sampler.error is not None:
-                self._warn_locked(f"background sampler stopped early: {sampler.error}")
-            for message in reader.failure_summary():
-                self._warn_locked(message)
+            window.stop_sampling()
+            self.sampler_cpu_sec, self.samples = window.cpu_sec, window.samples
+            window.end()
 
     def request(
         self,
@@ -445,6 +399,10 @@ class ProcessRecorder:
     ) -> None:
         """Record one completed request (the hot path: no NVML, one dict, one append).
 
+        ``t`` is read under the lock, like every event's: read before it, a sample appended by
+        the sampler thread in between would carry a later ``t`` than this request, and the log's
+        time would go backwards.
+
         Raises:
             LedgerError: outside ``window()``, or a value of the wrong type.
         """
@@ -453,7 +411,7 @@ class ProcessRecorder:
         obj = {
             "v": _V,
             "seq": 0,
-            "t": self._clock(),
+            "t": 0.0,
             "type": "request",
             "latency_ms": latency_ms,
             "input_tokens": input_tokens,
@@ -475,6 +433,7 @@ class ProcessRecorder:
         if itl_ms is not None:
             obj["itl_ms"] = payloads.itl_values(itl_ms)
         with self._lock:
+            obj["t"] = self._clock()
             self._writer.append_raw(obj)  # type: ignore[union-attr]
 
 

@@ -2,7 +2,8 @@
 
 ``layout`` names every path under a root and keeps each inside it (experiment ids, symbolic
 links); ``atomic`` writes a file durably or not at all (temporary file, fsync, rename, fsync the
-folder); ``writer`` appends events to a log and writes the marker (``EventLogWriter``);
+folder); ``writer`` appends events to a log and writes the marker (``EventLogWriter``), stamped
+by ``clock``'s event clock, which never goes backwards, and measures the filesystem's clock;
 ``reader`` follows logs incrementally (``LogTail``), scans an experiment folder and lists a root;
 ``exporters`` writes the result JSON and the CSV deterministically. This is the I/O shell
 around ``core/``: it may use the filesystem, ``core/``, ``models/`` and ``exceptions``, and

@@ -77,6 +77,7 @@ class EventLogWriter:
         self._fsync = fsync
         self._clock = AnchoredClock().now if clock is None else clock
         self._fs_offset: FsOffset | None = None
+        self._last_clock_monotonic_sec: float | None = None
         self._mtime_subsecond_seen = False
         self._seq = 0
         self._run_id: str | None = None
@@ -130,6 +131,11 @@ class EventLogWriter:
     def fs_offset(self) -> FsOffset | None:
         """The latest estimate of this host's wall clock minus the filesystem's (or ``None``)."""
         return self._fs_offset
+
+    @property
+    def last_clock_monotonic_sec(self) -> float | None:
+        """``monotonic_sec`` of the last ``clock`` event appended (``None`` before the first)."""
+        return self._last_clock_monotonic_sec
 
     def append(self, type_name: str, *, t: float | None = None, **fields: Any) -> Event:
         """Validate and append an event of ``type_name``; returns it (with its ``seq``).
@@ -196,6 +202,7 @@ class EventLogWriter:
             obj["fs_offset_sec"] = offset.offset_sec
             obj["fs_offset_error_sec"] = offset.error_sec
         self.append_raw(obj)
+        self._last_clock_monotonic_sec = monotonic_sec
 
     def flush(self, *, measure_fs_offset: bool = False) -> None:
         """Write the buffered events to the log (and fsync, with ``fsync="flush"``).
