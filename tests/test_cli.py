@@ -92,9 +92,9 @@ class TestReplay:
     def test_incomplete_experiment_in_the_table(
         self, crashed: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """An incomplete experiment is listed with the reason."""
+        """An incomplete experiment is listed with the reason, and replay exits 1."""
         code, out, _ = run(capsys, "replay", str(crashed))
-        assert code == 0
+        assert code == 1
         assert "pending" in out
         assert "process_1.done" in out
         assert "0 written, 0 up to date, 1 not complete" in out
@@ -135,6 +135,7 @@ class TestValidate:
         code, out, _ = run(capsys, "validate", "--json", str(base / "raw" / EXP))
         assert code == (0 if complete else 1)
         report = json.loads(out)
+        assert report["exit_code"] == code
         assert report["experiment_id"] == EXP
         assert report["is_complete"] is complete
         assert report["expected_processes"] == 2
@@ -189,9 +190,9 @@ class TestRecover:
     """``recover`` writes a partial result and says what it covered."""
 
     def test_crashed_run(self, crashed: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        """The output names the partial file and the coverage."""
+        """The output names the partial file and the coverage; exit 1 (only partial)."""
         code, out, _ = run(capsys, "recover", str(crashed / "raw" / EXP))
-        assert code == 0
+        assert code == 1
         assert f"{EXP}.partial.json (PARTIAL result)" in out
         assert "covered: 2/2 processes (1 finished)" in out
         assert "not complete: process 1 has no completion marker" in out
@@ -202,9 +203,9 @@ class TestStatusShowSchema:
     """``status``, ``show`` and ``schema`` print what is there."""
 
     def test_status_table(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        """The table lists the experiment, its state and whether it is emitted."""
+        """The table lists the experiment, its state and whether it is emitted (exit 1: not)."""
         code, out, _ = run(capsys, "status", str(root))
-        assert code == 0
+        assert code == 1
         assert EXP in out
         assert "complete" in out
         assert "not emitted" in out
@@ -236,7 +237,7 @@ class TestStatusShowSchema:
         """A partial result is labelled PARTIAL."""
         run(capsys, "recover", str(crashed / "raw" / EXP))
         code, out, _ = run(capsys, "show", str(crashed / "aggregated" / f"{EXP}.partial.json"))
-        assert code == 0
+        assert code == 1
         assert "(PARTIAL)" in out
 
     def test_schema(self, capsys: pytest.CaptureFixture[str]) -> None:
@@ -256,6 +257,8 @@ class TestBadInput:
         [
             (["replay", "{tmp}/nope"], "no such results folder"),
             (["status", "{tmp}/nope"], "no such results folder"),
+            (["watch", "{tmp}/nope"], "no such results folder"),
+            (["validate", "--expected", "0", "{tmp}/raw/sim-0000"], "--expected"),
             (["validate", "{tmp}/raw/nope"], "no such experiment folder"),
             (["recover", "{tmp}/raw/nope"], "no such experiment folder"),
             (["show", "{tmp}/nope.json"], "nope.json: cannot read: No such file"),
@@ -275,10 +278,10 @@ class TestBadInput:
     def test_message_and_exit_code(
         self, root: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
     ) -> None:
-        """The command fails cleanly with a message that says what is wrong."""
+        """The command fails cleanly (exit 2) with a message that says what is wrong."""
         (root / "raw" / "a_file").write_text("not a folder")
         code, out, err = run(capsys, *(a.replace("{tmp}", str(root)) for a in args))
-        assert code != 0
+        assert code == 2
         assert needle in out + err
 
     def test_no_arguments_shows_help(self, capsys: pytest.CaptureFixture[str]) -> None:

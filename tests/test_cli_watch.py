@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +93,81 @@ class TestWatchCommand:
         finally:
             _stop(first)
 
-    def test_bad_config_is_a_clear_error(self, tmp_path: Path) -> None:
-        """An invalid value gives exit 2 and a message, not a traceback."""
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ("[watch]\npoll_interval_sec = -1\n", "poll_interval_sec must be a finite number > 0"),
+            ('[watch]\npolling = "yes"\n', 'polling must be true, false or "auto"'),
+            ("[watch]\nhook_retries = 3\n", "hook_retries was renamed hook_max_attempts"),
+            ("[daemon]\npolling = true\n", "unknown table or key 'daemon'"),
+        ],
+    )
+    def test_bad_config_is_a_clear_error(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+    ) -> None:
+        """An invalid file gives exit 2 and a message naming the key and the file."""
         bad = tmp_path / "bad.toml"
-        bad.write_text("[watch]\npoll_interval_sec = -1\n")
+        bad.write_text(text)
         assert cli("watch", str(tmp_path), "--config", str(bad)) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(bad) in err and "Traceback" not in err
+
+
+class TestWatchStartup:
+    """Mistakes are refused before the daemon starts: exit 2 and a message, like other commands."""
+
+    @pytest.mark.parametrize(
+        ("make_root", "args", "message"),
+        [
+            (lambda p: p / "missing", [], "no such results folder"),
+            (lambda p: p / "results" / "raw", [], "did you mean"),
+            (lambda p: p / "results", ["--on-emit", "/nonexistent/notify --x"], "no such file"),
+            (lambda p: p / "results", ["--on-emit", "no-such-program-q9 --x"], "not found on PATH"),
+        ],
+        ids=["missing-root", "raw-folder", "hook-missing", "hook-not-on-path"],
+    )
+    def test_refused_with_exit_2(
+        self,
+        tmp_path: Path,
+        make_root: Callable[[Path], Path],
+        args: list[str],
+        message: str,
+    ) -> None:
+        """The real command exits 2 at once, says why, and leaves no state behind."""
+        (tmp_path / "results" / "raw" / "exp-1").mkdir(parents=True)
+        root = make_root(tmp_path)
+        proc = subprocess.run(
+            [sys.executable, "-m", "energy_ledger", "watch", str(root), *args],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "results" / ".energy-ledger").exists()
+
+    def test_hook_program_checked_through_the_cli(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A hook script that is not executable is named in the message."""
+        (tmp_path / "raw").mkdir()
+        script = tmp_path / "notify.sh"
+        script.write_text("#!/bin/sh\n")
+        assert cli("watch", str(tmp_path), "--on-emit", f"{script} --channel x") == 2
+        assert f"{script} is not executable" in capsys.readouterr().err
+
+
+class TestStatusWithoutDaemon:
+    """``status`` on a root no daemon ever watched prints no daemon line at all."""
+
+    def test_no_daemon_line(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Experiments are listed; nothing says "daemon"."""
+        simulate(tmp_path, processes=1, requests=5)
+        cli("status", str(tmp_path))
+        shown = capsys.readouterr().out
+        assert "sim-0000" in shown
+        assert "daemon:" not in shown
 
 
 class TestWatchFlags:

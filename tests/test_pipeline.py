@@ -40,6 +40,11 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     }
 
 
+def visible(folder: Path) -> list[str]:
+    """The names in ``folder`` a user sees (the lock and the CSV's sources file are hidden)."""
+    return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
 def by_id(outcomes: list[Outcome]) -> dict[str, Outcome]:
     """Outcomes keyed by experiment id."""
     return {o.experiment_id: o for o in outcomes}
@@ -72,7 +77,7 @@ class TestReplay:
         assert [(o.experiment_id, o.state, o.action) for o in outcomes] == [
             (EXP, "complete", "written")
         ]
-        assert sorted(os.listdir(root / "aggregated")) == ["results.csv", f"{EXP}.json"]
+        assert visible(root / "aggregated") == ["results.csv", f"{EXP}.json"]
 
     @pytest.mark.parametrize("force", [False, True])
     def test_second_replay_writes_nothing(self, root: Path, force: bool) -> None:
@@ -89,7 +94,8 @@ class TestReplay:
         for name in ("a", "b"):
             simulate(tmp_path / name, experiments=2, processes=3, requests=10, seed=5)
             replay_root(tmp_path / name)
-            outputs.append({k: v[0] for k, v in snapshot(tmp_path / name / "aggregated").items()})
+            files = snapshot(tmp_path / name / "aggregated")
+            outputs.append({k: v[0] for k, v in files.items() if not k.startswith(".")})
         assert sorted(outputs[0]) == ["results.csv", "sim-0000.json", "sim-0001.json"]
         assert outputs[0] == outputs[1]
 
@@ -105,6 +111,13 @@ class TestReplay:
         """A root that does not exist is a ``LedgerError`` naming it."""
         with pytest.raises(LedgerError, match="no such results folder"):
             replay_root(tmp_path / "nope")
+
+    @pytest.mark.parametrize("where", ["raw", "raw/sim-0000"])
+    def test_wrong_folder_names_the_root(self, root: Path, where: str) -> None:
+        """``ROOT/raw`` or an experiment folder given as the root is refused, naming ROOT."""
+        with pytest.raises(LedgerError, match=f"did you mean {root}\\?"):
+            replay_root(root / where)
+        assert not (root / "aggregated").exists()
 
 
 class TestTornLines:
@@ -279,7 +292,7 @@ class TestUnsafePaths:
             assert outcomes[name].state == "rejected"
             assert "unsafe experiment folder name" in outcomes[name].detail
         assert ".hidden" not in outcomes  # hidden folders are skipped silently
-        assert sorted(os.listdir(root / "aggregated")) == ["results.csv", f"{EXP}.json"]
+        assert visible(root / "aggregated") == ["results.csv", f"{EXP}.json"]
 
     def test_symlinked_experiment_outside_root(self, root: Path, tmp_path: Path) -> None:
         """A link from ``raw/`` to a folder outside the root is rejected; recover refuses it."""
@@ -361,24 +374,23 @@ class TestRecover:
 class TestUnwritableOutput:
     """A write that fails leaves a clear message, no temp file and the old result intact."""
 
-    @pytest.mark.usefixtures("restore_logging")
-    def test_aggregated_is_a_file(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        """When ``aggregated`` is a regular file the outcome and the CLI say it cannot write."""
+    def test_aggregated_is_a_file(self, root: Path) -> None:
+        """When ``aggregated`` is a regular file, replay says so and changes nothing."""
         (root / "aggregated").write_bytes(b"in the way\n")
-        (outcome,) = replay_root(root)
-        assert (outcome.state, outcome.action) == ("complete", "error")
-        assert outcome.detail.startswith("cannot emit: cannot write")
+        with pytest.raises(LedgerError, match="aggregated: it is a file, not a folder"):
+            replay_root(root)
         assert (root / "aggregated").read_bytes() == b"in the way\n"
-        cli("replay", str(root))
-        captured = capsys.readouterr()
-        assert "cannot emit" in captured.out
-        assert "Traceback" not in captured.out + captured.err
 
     @pytest.mark.usefixtures("restore_logging")
-    def test_replay_exit_code_when_writing_fails(self, root: Path) -> None:
-        """``energy-ledger replay`` exits non-zero when it could not write a result."""
+    def test_replay_exit_code_when_writing_fails(
+        self, root: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``energy-ledger replay`` exits 2 with the reason when it cannot write a result."""
         (root / "aggregated").write_bytes(b"in the way\n")
-        assert cli("replay", "--quiet", str(root)) != 0
+        assert cli("replay", "--quiet", str(root)) == 2
+        captured = capsys.readouterr()
+        assert "it is a file, not a folder" in captured.err
+        assert "Traceback" not in captured.out + captured.err
 
     def test_disk_full_keeps_the_old_result(
         self, root: Path, monkeypatch: pytest.MonkeyPatch
@@ -395,7 +407,7 @@ class TestUnwritableOutput:
         (outcome,) = replay_root(root, force=True)
         assert outcome.action == "error"
         assert "No space left on device" in outcome.detail
-        assert sorted(os.listdir(aggregated)) == [f"{EXP}.json"]
+        assert sorted(os.listdir(aggregated)) == [".lock", f"{EXP}.json"]  # no temp file
         assert (aggregated / f"{EXP}.json").read_bytes() == b"old\n"
 
     def test_failed_csv_write_is_repaired_next_time(
@@ -412,6 +424,9 @@ class TestUnwritableOutput:
         monkeypatch.setattr(os, "replace", csv_full)
         (first,) = replay_root(root)
         assert first.action == "error"
+        assert "cannot rebuild" in first.detail
         monkeypatch.setattr(os, "replace", real_replace)
-        replay_root(root)
-        assert (root / "aggregated" / "results.csv").exists()
+        (second,) = replay_root(root)
+        assert second.action == "up-to-date"
+        table = (root / "aggregated" / "results.csv").read_text().splitlines()
+        assert [line.split(",")[0] for line in table] == ["experiment_id", EXP]

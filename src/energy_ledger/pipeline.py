@@ -1,9 +1,14 @@
 """The one code path from an experiment folder to its outputs, shared by ``replay`` and ``watch``.
 
-``process_experiment`` scans an experiment, and when it is complete aggregates it and writes
-``aggregated/<id>.json`` and its CSV row (atomically, and only when the bytes change, so a second
-run writes nothing). ``replay_root`` does that for every experiment under a root;
-``recover_experiment`` writes an explicitly partial result for a crashed run.
+``process_experiment`` scans an experiment, and when it is complete aggregates it, writes
+``aggregated/<id>.json`` (atomically, and only when the bytes change, so a second run writes
+nothing) and rebuilds ``aggregated/results.csv`` from the result files (``store.table``). Both
+happen under the outputs lock (``store.lock``), which ``replay``, ``recover`` and the daemon all
+take through here, so concurrent runs on one root never lose a CSV row. ``replay_root`` does
+that for every experiment under a root, rebuilding the CSV once at the end;
+``recover_experiment`` writes an explicitly partial result for a crashed run (or the full result
+when the experiment turns out complete). Every output path is checked to be a real file in a
+real ``aggregated/`` folder inside the root before anything is written.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +25,20 @@ import orjson
 from energy_ledger.core.aggregation import aggregate_results
 from energy_ledger.core.completeness import CompletenessReport
 from energy_ledger.core.validity import is_validity_warning
-from energy_ledger.exceptions import IncompleteExperimentError, LedgerError
+from energy_ledger.exceptions import IncompleteExperimentError, LedgerError, UnsafePathError
 from energy_ledger.models import ExperimentResult
-from energy_ledger.store.atomic import write_if_changed
-from energy_ledger.store.exporters import result_to_json_bytes, upsert_csv
-from energy_ledger.store.layout import ResultsLayout, layout_of_experiment_dir
-from energy_ledger.store.reader import (
-    ExperimentScan,
-    LogTail,
-    list_experiments,
-    newest_mtime,
-    scan_experiment,
+from energy_ledger.store.atomic import fsync_dir, write_if_changed
+from energy_ledger.store.exporters import csv_row, result_to_json_bytes
+from energy_ledger.store.layout import ResultsLayout, experiment_location, results_root
+from energy_ledger.store.lock import outputs_lock
+from energy_ledger.store.reader import ExperimentScan, LogTail, list_experiments, scan_experiment
+from energy_ledger.store.results import is_partial
+from energy_ledger.store.table import (
+    Fresh,
+    current_source,
+    fresh_entry,
+    inputs_digest,
+    sync_table,
 )
 
 logger = logging.getLogger(__name__)
@@ -111,25 +119,95 @@ def aggregate_scan(scan: ExperimentScan, *, partial: bool = False) -> Experiment
     )
 
 
-def emit(scan: ExperimentScan) -> tuple[Path, bool]:
-    """Aggregate a complete experiment and write its JSON and CSV row; True when bytes changed."""
-    result = aggregate_scan(scan)
-    path = scan.layout.result_path(scan.experiment_id)
-    # The CSV row first, the JSON last: an existing, newer JSON then means both were written,
-    # so a failed CSV write is retried by the next replay.
-    changed = upsert_csv([result], scan.layout.csv_path)
-    changed = write_if_changed(path, result_to_json_bytes(result)) or changed
+def write_result(
+    layout: ResultsLayout,
+    result: ExperimentResult,
+    *,
+    inputs: str | None = None,
+    pending: dict[str, Fresh] | None = None,
+) -> tuple[Path, bool]:
+    """Write a result file and bring the CSV in step, under the outputs lock.
+
+    A complete result replaces a ``<id>.partial.json`` left beside it. With ``pending`` the
+    CSV rebuild is left to the caller (``replay_root`` does it once for the whole root): the
+    file's row is added to ``pending`` instead.
+
+    Args:
+        layout: the results root.
+        result: what to write.
+        inputs: digest of the experiment folder the result was derived from
+            (``table.inputs_digest``, taken before the scan), recorded for ``up_to_date``.
+        pending: rows waiting for the caller's CSV rebuild.
+
+    Returns:
+        The result file, and True when its bytes changed.
+
+    Raises:
+        UnsafePathError: ``aggregated/`` or the file is a symbolic link (nothing is written).
+        LedgerError: a write failed.
+    """
+    partial = is_partial(result)
+    path = layout.result_path(result.experiment_id, partial=partial)
+    with outputs_lock(layout):
+        changed = write_if_changed(layout.check_output_file(path), result_to_json_bytes(result))
+        if not partial:
+            _remove_stale_partial(layout, result.experiment_id)
+        entry = fresh_entry(path, csv_row(result), None if partial else inputs)
+        fresh = {path.name: entry} if entry is not None else {}
+        if pending is None:
+            sync_table(layout, fresh)
+        else:
+            pending.update(fresh)
     return path, changed
 
 
-def up_to_date(layout: ResultsLayout, experiment_id: str) -> bool:
-    """True when the result exists and is newer than every file of the experiment."""
+def _remove_stale_partial(layout: ResultsLayout, experiment_id: str) -> None:
+    """Remove ``<id>.partial.json``: the complete result written beside it supersedes it."""
+    stale = layout.result_path(experiment_id, partial=True)
+    if not os.path.lexists(stale):
+        return
+    layout.check_output_file(stale)
     try:
-        result_mtime = layout.result_path(experiment_id).stat().st_mtime
-    except OSError:
+        stale.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LedgerError(f"cannot remove the stale {stale}: {exc.strerror or exc}") from exc
+    fsync_dir(stale.parent)
+    logger.info("removed %s: the complete result supersedes it", stale)
+
+
+def emit(
+    scan: ExperimentScan, *, inputs: str | None = None, pending: dict[str, Fresh] | None = None
+) -> tuple[Path, bool]:
+    """Aggregate a complete experiment, write its JSON and its CSV row; True when bytes changed.
+
+    See ``write_result`` for ``inputs`` and ``pending``.
+    """
+    return write_result(scan.layout, aggregate_scan(scan), inputs=inputs, pending=pending)
+
+
+def up_to_date(layout: ResultsLayout, experiment_id: str) -> bool:
+    """True when the result, its CSV row and the experiment folder are all as last derived.
+
+    Every test is an equality, none an ordering of timestamps (which coarse mtime granularity
+    can tie): the result file and ``results.csv`` are the very files the CSV's sources file
+    describes (inode, size, mtimes), and the experiment folder's listing (names, sizes, mtimes
+    in ns) has the digest recorded when the result was derived; an append always changes a
+    size. A missing or rebuilt-by-hand CSV, a result with no recorded inputs (written by an
+    older version) or a stale partial result beside it is not up to date.
+    """
+    try:
+        path = layout.result_path(experiment_id)
+        directory = layout.experiment_dir(experiment_id)
+    except UnsafePathError:
         return False
-    newest = newest_mtime(layout.experiment_dir(experiment_id))
-    return newest is not None and result_mtime >= newest
+    source = current_source(layout, path.name)
+    if source is None or source.inputs is None:
+        return False
+    if os.path.lexists(layout.result_path(experiment_id, partial=True)):
+        return False
+    return inputs_digest(layout, directory) == source.inputs
 
 
 def process_experiment(
@@ -138,24 +216,44 @@ def process_experiment(
     *,
     tails: dict[int, LogTail] | None = None,
     force: bool = False,
+    pending: dict[str, Fresh] | None = None,
 ) -> Outcome:
-    """Scan one experiment and emit it when complete; never raises for bad input."""
+    """Scan one experiment and emit it when complete; never raises for bad input.
+
+    ``pending`` defers the CSV rebuild to the caller (see ``write_result``).
+    """
     if not force and tails is None and up_to_date(layout, experiment_id):
         return Outcome(
             experiment_id, "complete", "up-to-date", "", layout.result_path(experiment_id)
         )
     try:
-        scan = scan_experiment(layout.experiment_dir(experiment_id), layout=layout, tails=tails)
+        directory = layout.experiment_dir(experiment_id)
+        # Taken before the scan: a log that grows during it makes the next check fail, never
+        # pass, so the worst case is one needless rescan.
+        inputs = inputs_digest(layout, directory)
+        scan = scan_experiment(directory, layout=layout, tails=tails)
     except LedgerError as exc:
         return Outcome(experiment_id, "invalid", "skipped", str(exc))
     report = scan.report
     if not report.is_complete:
         return Outcome(experiment_id, report.state, "skipped", report.error_message or "")
     try:
-        path, changed = emit(scan)
+        path, changed = emit(scan, inputs=inputs, pending=pending)
     except LedgerError as exc:
         return Outcome(experiment_id, "complete", "error", f"cannot emit: {exc}")
     return Outcome(experiment_id, "complete", "written" if changed else "up-to-date", "", path)
+
+
+def sync_csv(layout: ResultsLayout, pending: dict[str, Fresh] | None = None) -> None:
+    """Rebuild ``results.csv`` under the outputs lock (nothing at all when there are no outputs).
+
+    Raises:
+        LedgerError: the CSV cannot be written (or ``UnsafePathError``: a symbolic link).
+    """
+    if not pending and not os.path.lexists(layout.aggregated_dir):
+        return
+    with outputs_lock(layout):
+        sync_table(layout, pending)
 
 
 def replay_root(
@@ -166,63 +264,132 @@ def replay_root(
 ) -> list[Outcome]:
     """Aggregate every complete experiment under ``root`` that has no up-to-date result.
 
+    The CSV is rebuilt first (a deleted one comes back, a foreign one is moved aside) and once
+    more at the end with the rows of the results written or checked.
+
     Args:
-        root: the results root.
+        root: the results root (the folder holding ``raw/``).
         force: replay even experiments whose result looks up to date.
         progress: called after each experiment (the CLI draws a progress bar with it).
+
+    Raises:
+        LedgerError: ``root`` is not a results root (the message says what was meant), or its
+            ``aggregated/`` folder or CSV cannot be used (``UnsafePathError`` for a link).
     """
-    layout = ResultsLayout.at(root)
-    if not layout.root.is_dir():
-        raise LedgerError(f"{layout.root}: no such results folder")
+    layout = results_root(root)
+    layout.outputs_dir()  # a linked aggregated/ is refused before anything is read or written
     listing = list_experiments(layout)
     outcomes = [Outcome(name, "rejected", "skipped", reason) for name, reason in listing.rejected]
     for outcome in outcomes:
         logger.warning("raw/%s: %s", outcome.experiment_id, outcome.detail)
-    for experiment_id in listing.experiment_ids:
-        outcome = process_experiment(layout, experiment_id, force=force)
-        outcomes.append(outcome)
-        if progress is not None:
-            progress(outcome)
+    try:
+        sync_csv(layout)
+    except UnsafePathError:
+        raise
+    except LedgerError as exc:
+        logger.error("%s (retried after the replay)", exc)  # e.g. a full disk: said below
+    pending: dict[str, Fresh] = {}
+    try:
+        for experiment_id in listing.experiment_ids:
+            outcome = process_experiment(layout, experiment_id, force=force, pending=pending)
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(outcome)
+    finally:
+        try:
+            sync_csv(layout, pending)
+        except LedgerError as exc:
+            failed = f"cannot rebuild {layout.csv_path}: {exc}"
+            logger.error("%s", failed)
+            outcomes = [
+                replace(o, action="error", detail=failed) if o.action != "skipped" else o
+                for o in outcomes
+            ]
     return outcomes
+
+
+def tally(outcomes: list[Outcome]) -> dict[str, int]:
+    """How many outcomes were written, up to date, errors (not written), and not complete."""
+    counts = {
+        "written": sum(1 for o in outcomes if o.action == "written"),
+        "up_to_date": sum(1 for o in outcomes if o.action == "up-to-date"),
+        "errors": sum(1 for o in outcomes if o.action == "error"),
+    }
+    counts["not_complete"] = len(outcomes) - sum(counts.values())
+    return counts
 
 
 def count_experiments(root: str | os.PathLike[str]) -> int:
     """How many experiment folders ``replay_root`` will look at."""
-    return len(list_experiments(ResultsLayout.at(root)).experiment_ids)
+    return len(list_experiments(results_root(root)).experiment_ids)
 
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
-    """The outcome of ``recover``: the partial result written and the report behind it."""
+    """The outcome of ``recover``: the result written and the report behind it.
+
+    Attributes:
+        path: the file written (``<id>.partial.json``, or ``<id>.json`` when complete).
+        report: the completeness report.
+        coverage: processes, requests and seconds the result covers, lines skipped.
+        result: the result written.
+        partial: False when the experiment was complete and its full result was written.
+        written: False when the file already held these bytes.
+    """
 
     path: Path
     report: CompletenessReport
     coverage: dict[str, Any]
     result: ExperimentResult
+    partial: bool = True
+    written: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The outcome as JSON-ready values (``recover --json``)."""
+        return {
+            "experiment_id": self.report.experiment_id,
+            "path": str(self.path),
+            "partial": self.partial,
+            "written": self.written,
+            "state": self.report.state,
+            "reasons": list(self.report.reasons),
+            "coverage": self.coverage,
+        }
 
 
 def recover_experiment(experiment_dir: str | os.PathLike[str]) -> Recovery:
     """Aggregate whatever a crashed or partial run left into ``<id>.partial.json``.
 
     Corrupt lines are skipped (and listed), torn last lines ignored, missing markers and
-    missing processes reported in the result's ``aggregation.completeness``.
+    missing processes reported in the result's ``aggregation.completeness``. An experiment that
+    is complete after all (and has no corrupt line) gets its full result instead, exactly as
+    ``replay`` writes it, and any older partial result is removed.
 
     Raises:
-        LedgerError: the folder is unsafe or holds no replayable process log.
+        LedgerError: the folder is unsafe, not an experiment folder (a results root, say: the
+            message says which folder was meant) or holds no replayable process log.
     """
-    layout, experiment_id = layout_of_experiment_dir(Path(experiment_dir))
-    scan = scan_experiment(experiment_dir, layout=layout, strict=False)
+    layout, _experiment_id = experiment_location(experiment_dir)
+    layout.outputs_dir()
+    directory = Path(os.path.abspath(experiment_dir))
+    inputs = inputs_digest(layout, directory)
+    scan = scan_experiment(directory, layout=layout, strict=False)
+    if scan.report.is_complete and not scan.problems:
+        strict = scan_experiment(directory, layout=layout)
+        if strict.report.is_complete:
+            result = aggregate_scan(strict)
+            path, written = write_result(layout, result, inputs=inputs)
+            return Recovery(path, strict.report, coverage(strict), result, False, written)
     result = aggregate_scan(scan, partial=True)
-    path = layout.result_path(experiment_id, partial=True)
-    write_if_changed(path, result_to_json_bytes(result))
-    return Recovery(path, scan.report, coverage(scan), result)
+    path, written = write_result(layout, result)
+    return Recovery(path, scan.report, coverage(scan), result, True, written)
 
 
 def validate_experiment(
     experiment_dir: str | os.PathLike[str], expected_processes: int | None = None
 ) -> ExperimentScan:
     """Scan an experiment folder (strictly) for ``validate``; the report is ``scan.report``."""
-    layout, _experiment_id = layout_of_experiment_dir(Path(experiment_dir))
+    layout, _experiment_id = experiment_location(experiment_dir)
     return scan_experiment(
         experiment_dir,
         layout=layout,
@@ -231,10 +398,13 @@ def validate_experiment(
 
 
 def root_status(root: str | os.PathLike[str]) -> list[Outcome]:
-    """The state of every experiment under ``root``, without writing anything."""
-    layout = ResultsLayout.at(root)
-    if not layout.root.is_dir():
-        raise LedgerError(f"{layout.root}: no such results folder")
+    """The state of every experiment under ``root``, without writing anything.
+
+    Raises:
+        LedgerError: ``root`` is not a results root, or its ``aggregated/`` is a link.
+    """
+    layout = results_root(root)
+    layout.outputs_dir()
     listing = list_experiments(layout)
     rows = [Outcome(name, "rejected", "-", reason) for name, reason in listing.rejected]
     for experiment_id in listing.experiment_ids:

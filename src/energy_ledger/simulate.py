@@ -14,8 +14,11 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from energy_ledger.store.writer import EventLogWriter
 
@@ -23,6 +26,40 @@ T0 = 1_767_225_600.0
 """2026-01-01T00:00:00Z: simulated runs start here (plus one hour per experiment)."""
 
 SAMPLE_PERIOD_SEC = 0.1
+
+LOG_BYTES_PER_REQUEST = 870
+"""Measured log bytes per simulated request with inter-token latencies (samples included)."""
+LOG_BYTES_PER_REQUEST_NO_ITL = 260
+"""The same without inter-token latency lists."""
+PROGRESS_EVERY_REQUESTS = 10_000
+"""``progress`` is called after this many requests of a process (and at each process's end)."""
+
+Progress = Callable[[int], None]
+"""Called with the number of requests written since its last call."""
+
+
+LARGE_REQUESTS = 1_000_000
+"""More requests per process than this is a run big enough to warn about (``size_warning``)."""
+
+
+def estimated_log_bytes(*, experiments: int, processes: int, requests: int, itl: bool) -> int:
+    """About how many bytes ``simulate`` writes for these arguments (to warn before big runs)."""
+    per_request = LOG_BYTES_PER_REQUEST if itl else LOG_BYTES_PER_REQUEST_NO_ITL
+    return experiments * processes * requests * per_request
+
+
+def size_warning(*, experiments: int, processes: int, requests: int, itl: bool) -> str | None:
+    """A warning naming the size a run will write, when ``requests`` exceeds ``LARGE_REQUESTS``."""
+    if requests <= LARGE_REQUESTS:
+        return None
+    size = estimated_log_bytes(
+        experiments=experiments, processes=processes, requests=requests, itl=itl
+    )
+    return (
+        f"--requests {requests:,} per process writes about {size / 1e9:,.1f} GB "
+        f"({experiments} experiment(s) x {processes} process(es)"
+        f"{'' if itl else ', no inter-token latencies'})"
+    )
 
 
 @dataclass
@@ -127,8 +164,14 @@ def simulate_process(
     gpu_uuid: str | None = None,
     hostname: str = "sim-node-0",
     flush_every_events: int = 4096,
+    keep_samples: bool = True,
+    progress: Progress | None = None,
 ) -> ProcessTruth:
-    """Write one process's log (and marker unless it crashes or fails); return its truth."""
+    """Write one process's log (and marker unless it crashes or fails); return its truth.
+
+    ``keep_samples=False`` keeps only totals in the truth (no latency lists), so that a run of
+    millions of requests does not also hold them all in memory.
+    """
     uuid = gpu_uuid or f"GPU-sim-{experiment_id}-{index:04d}"
     power_w = 250.0 + 100.0 * rng.random()
     base_mj = 10_000_000 + rng.randrange(1_000_000)
@@ -169,9 +212,13 @@ def simulate_process(
     now = ws
     next_sample = ws + SAMPLE_PERIOD_SEC
     survive = rng.randrange(max(1, requests // 2), max(2, requests)) if crash or fail else requests
+    reported = 0
     for i in range(requests):
         if i == survive:
             break
+        if progress is not None and i - reported >= PROGRESS_EVERY_REQUESTS:
+            progress(i - reported)
+            reported = i
         latency_ms = rng.lognormvariate(math.log(40.0), 0.5)
         end = now + latency_ms / 1000.0
         while next_sample <= end:
@@ -201,10 +248,13 @@ def simulate_process(
         )
         truth.input_tokens += n_in
         truth.output_tokens += n_out
-        truth.latencies_ms.append(latency_ms)
-        truth.ttft_ms.append(ttft)
-        truth.itl_ms.extend(gaps or ())
+        if keep_samples:
+            truth.latencies_ms.append(latency_ms)
+            truth.ttft_ms.append(ttft)
+            truth.itl_ms.extend(gaps or ())
         now = end
+    if progress is not None:
+        progress(requests - reported)
     if crash:
         writer.flush()
         writer.abandon()
@@ -249,6 +299,8 @@ def simulate(
     torn: bool = False,
     itl: bool = True,
     prefix: str = "sim",
+    keep_samples: bool = True,
+    progress: Progress | None = None,
 ) -> list[ExperimentTruth]:
     """Write ``experiments`` synthetic experiments of ``processes`` processes under ``root``.
 
@@ -258,6 +310,9 @@ def simulate(
         torn: crashed processes leave a torn last line.
         itl: write inter-token latency lists (they make lines long).
         prefix: experiment ids are ``<prefix>-<n>``.
+        keep_samples: keep every latency in the returned truth (``False``: totals only).
+        progress: called as requests are written (the CLI draws a progress bar with it); a
+            crashed process reports its planned requests, so the total always adds up.
     """
     rng = random.Random(seed)
     root_path = Path(root)
@@ -284,7 +339,25 @@ def simulate(
                     crash=crashed,
                     torn=torn and crashed,
                     fail=failed,
+                    keep_samples=keep_samples,
+                    progress=progress,
                 )
             )
         truths.append(ExperimentTruth(experiment_id, run_id, procs))
     return truths
+
+
+def truth_json(truths: list[ExperimentTruth]) -> bytes:
+    """The totals of the ground truth as JSON (``simulate --truth``)."""
+    return orjson.dumps(
+        [
+            {
+                "experiment_id": t.experiment_id,
+                "total_tokens": t.total_tokens,
+                "energy_j": t.energy_j,
+                "span_sec": t.span_sec,
+            }
+            for t in truths
+        ],
+        option=orjson.OPT_INDENT_2,
+    )

@@ -289,6 +289,8 @@ class TestAgreement:
         report = _check(make(0, world_size=2), make(1, world_size=3))
         assert report.state == "invalid"
         assert _has(report, "disagree on world_size")
+        assert not _has(report, "no process has written process_started")
+        assert _has(report, "world size unknown: the processes disagree on it")
 
     def test_log_names_another_experiment(self, make: Make) -> None:
         """A log that names another experiment id is invalid."""

@@ -94,6 +94,7 @@ def _deep(depth: int) -> bytes:
 CORRUPTIONS = {
     "not json": lambda seq, line: b"{not json",
     "blank": lambda seq, line: b"",
+    "crlf": lambda seq, line: line + b"\r",
     "array": lambda seq, line: b"[1, 2]",
     "two values": lambda seq, line: line + b" " + line,
     "torn middle": lambda seq, line: line[: len(line) // 2],
@@ -182,6 +183,8 @@ def _reference(data: bytes) -> tuple[str, ...] | ProcessState:
     last_t = -1.0
     started = ended = False
     for number, line in enumerate(complete.split(b"\n")[:-1], start=1):
+        if line.endswith(b"\r"):
+            return ("error", "line ends with \\r\\n", str(number))
         try:
             event = decode_line(line)
         except FormatError as exc:

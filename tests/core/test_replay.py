@@ -15,7 +15,12 @@ import pytest
 from energy_ledger.core.decode import parse_event
 from energy_ledger.core.marker import parse_marker
 from energy_ledger.core.process import summarize_process
-from energy_ledger.core.replay import ReplayCursor, replay_bytes, replay_stream
+from energy_ledger.core.replay import (
+    MAX_LINE_BYTES,
+    ReplayCursor,
+    replay_bytes,
+    replay_stream,
+)
 from energy_ledger.core.state import ProcessState, apply
 from energy_ledger.exceptions import FormatError, UnsupportedVersionError
 from energy_ledger.store.writer import EventLogWriter
@@ -238,10 +243,118 @@ class TestCorruptLines:
         with pytest.raises(FormatError, match=r":2: "):
             _replay(_log() + b'{"v":1,"seq":1\n')
 
-    def test_crlf_line_ending_is_accepted_as_json_whitespace(self) -> None:
-        """A stray ``\\r`` before the newline is JSON whitespace and does not corrupt the line."""
-        data = _open_log(_req()).replace(b"\n", b"\r\n")
-        assert _replay(data).state.requests == 1
+    @pytest.mark.parametrize("chunk_bytes", [1, 7, 1 << 16])
+    def test_crlf_line_ending_is_an_error_naming_the_line(self, chunk_bytes: int) -> None:
+        """``\\r\\n`` is refused (format §2.1) at the first such line, in any chunking."""
+        good = _open_log(_req())
+        with pytest.raises(FormatError, match=r"^raw/exp-1/process_0\.events\.jsonl:4: .*CRLF"):
+            _replay(good + _line(3, _req()).replace(b"\n", b"\r\n"), chunk_bytes=chunk_bytes)
+
+    def test_crlf_is_refused_on_the_block_path_too(self) -> None:
+        """A block of valid events that all end in ``\\r\\n`` fails at line 1, not silently."""
+        data = _open_log(*[_req() for _ in range(50)]).replace(b"\n", b"\r\n")
+        with pytest.raises(FormatError, match=r":1: line ends with \\r\\n") as info:
+            _replay(data)
+        assert info.value.line == 1
+
+    def test_crlf_line_is_skipped_in_lenient_mode(self) -> None:
+        """``recover`` skips a CRLF line like any other bad line and keeps the rest."""
+        data = _open_log(_req()) + _line(3, _req()).replace(b"\n", b"\r\n")
+        cur = _replay(data, strict=False)
+        assert cur.state.requests == 1
+        assert len(cur.problems) == 1 and ":4: line ends with" in cur.problems[0]
+
+    def test_a_carriage_return_inside_a_line_is_json_whitespace(self) -> None:
+        """Only the line ending is ruled; a ``\\r`` between JSON tokens is whitespace."""
+        line = _line(2, _req()).replace(b'{"v"', b'{\r"v"')
+        assert _replay(_log(WINDOW) + line).state.requests == 1
+
+
+class TestLineLength:
+    """A line may hold ``max_line_bytes``; a longer one is an error, never an unbounded buffer."""
+
+    LIMIT = 300
+
+    def test_line_at_the_limit_is_read(self) -> None:
+        """A valid line of exactly the limit is an ordinary event."""
+        head = _open_log()
+        line = _line(2, {"type": "warning", "message": ""})
+        pad = self.LIMIT - len(line) + 1
+        line = _line(2, {"type": "warning", "message": "x" * pad})
+        assert len(line) - 1 == self.LIMIT
+        cur = _replay(head + line, max_line_bytes=self.LIMIT)
+        assert cur.offset == len(head) + len(line)
+
+    @pytest.mark.parametrize("chunk_bytes", [1, 64, 1 << 16])
+    def test_long_complete_line_names_its_line(self, chunk_bytes: int) -> None:
+        """A line one byte over the limit fails at its number; the lines before it are folded."""
+        head = _open_log(_req())
+        line = _line(3, {"type": "warning", "message": "x" * self.LIMIT})
+        with pytest.raises(FormatError, match=r":4: line is longer than") as info:
+            _replay(head + line, max_line_bytes=self.LIMIT, chunk_bytes=chunk_bytes)
+        assert info.value.line == 4
+
+    def test_long_torn_line_is_an_error_once_over_the_limit(self) -> None:
+        """A last line without newline is torn only while it could still be a line."""
+        head = _open_log()
+        assert _replay(head + b"x" * self.LIMIT, max_line_bytes=self.LIMIT).torn_bytes == 300
+        with pytest.raises(FormatError, match=r":3: line is longer than"):
+            _replay(head + b"x" * (self.LIMIT + 1), max_line_bytes=self.LIMIT)
+
+    def test_reader_never_holds_much_more_than_the_limit(self) -> None:
+        """Following a stream of gigabytes without a newline reads only about the limit."""
+
+        class Endless(io.RawIOBase):
+            def __init__(self) -> None:
+                self.served = 0
+
+            def readable(self) -> bool:
+                return True
+
+            def seek(self, offset: int, whence: int = 0) -> int:
+                return 0
+
+            def read(self, size: int = -1) -> bytes:
+                self.served += max(size, 0)
+                return b"x" * max(size, 0)
+
+        stream = Endless()
+        with pytest.raises(FormatError, match=r":1: line is longer than"):
+            replay_stream(stream, max_line_bytes=1 << 20)  # type: ignore[arg-type]
+        assert stream.served <= 3 << 20
+
+    def test_default_limit_is_16_mib(self) -> None:
+        """The documented limit (docs/format.md §2.1)."""
+        assert MAX_LINE_BYTES == 16 * 1024 * 1024
+
+
+class TestCursorAfterAnError:
+    """After an error the cursor stands at the bad line, so the read can be retried later."""
+
+    @pytest.mark.parametrize("chunk_bytes", [1, 50, 1 << 16])
+    def test_cursor_covers_exactly_the_lines_before_the_bad_one(self, chunk_bytes: int) -> None:
+        """Offset, digest, line count and state are those of the good prefix."""
+        good = _open_log(_req(), _req())
+        bad = b"\x00" * 40 + _line(4, _req())
+        cur = ReplayCursor()
+        with pytest.raises(FormatError, match=r":5: "):
+            replay_stream(io.BytesIO(good + bad), cur, path=PATH, chunk_bytes=chunk_bytes)
+        clean = _replay(good)
+        assert (cur.offset, cur.lines, cur.sha256) == (len(good), 4, clean.sha256)
+        assert cur.state == clean.state
+
+    def test_retry_after_the_bytes_are_fixed_equals_one_clean_read(self) -> None:
+        """A hole of NULs, later filled with the real line: the retried cursor reads on."""
+        good = _open_log(_req())
+        missing = _line(3, _req())
+        rest = _line(4, _req()) + _line(5, {"type": "process_finished"})
+        cur = ReplayCursor()
+        with pytest.raises(FormatError):
+            replay_stream(io.BytesIO(good + b"\x00" * len(missing) + rest), cur, path=PATH)
+        replay_stream(io.BytesIO(good + missing + rest), cur, path=PATH)
+        clean = _replay(good + missing + rest)
+        assert (cur.offset, cur.lines, cur.sha256) == (clean.offset, clean.lines, clean.sha256)
+        assert cur.state == clean.state and cur.state.requests == 3
 
 
 class TestSeqOrder:

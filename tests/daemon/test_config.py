@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from energy_ledger.daemon.config import ConfigError, WatchConfig, load_watch_config
+from energy_ledger.daemon.config import (
+    ConfigError,
+    WatchConfig,
+    check_hook_program,
+    load_watch_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,27 +74,40 @@ class TestLayers:
 
 
 class TestErrors:
-    """Bad configuration is a ConfigError naming the problem."""
+    """Bad configuration is a ConfigError naming the key and where it came from."""
 
     @pytest.mark.parametrize(
         ("text", "message"),
         [
-            ("[watch]\npoll_interval = 1\n", "unknown setting"),
-            ("[watch]\npoll_interval_sec = 0\n", "must be > 0"),
-            ("[watch]\npoll_interval_sec = 'fast'\n", "number of seconds"),
-            ("[watch]\npolling = 'sometimes'\n", "true, false or auto"),
+            ("[watch]\npoll_interval = 1\n", "unknown setting 'poll_interval'"),
+            ("[watch]\npoll_interval_sec = 0\n", "poll_interval_sec must be a finite number > 0"),
+            ("[watch]\npoll_interval_sec = inf\n", "must be a finite number"),
+            ("[watch]\npoll_interval_sec = 'fast'\n", "poll_interval_sec must be a number"),
+            ("[watch]\npoll_interval_sec = '1'\n", "poll_interval_sec must be a number"),
+            ("[watch]\npolling = 'yes'\n", 'polling must be true, false or "auto"'),
+            ("[watch]\npolling = 1\n", 'polling must be true, false or "auto"'),
+            ("[watch]\nrecover_stale = 'true'\n", "recover_stale must be true or false"),
+            ("[watch]\nhook_max_attempts = 2.5\n", "hook_max_attempts must be an integer"),
+            ("[watch]\nhook_max_attempts = true\n", "hook_max_attempts must be an integer"),
+            ("[watch]\nhook_max_attempts = 0\n", "hook_max_attempts must be >= 1"),
+            ("[watch]\non_emit = ['notify']\n", "on_emit must be a string"),
             ("[watch]\nlog_format = 'xml'\n", "log_format"),
             ('[watch]\non_emit = "unbalanced \'quote"\n', "on_emit"),
+            ("[watch]\nhook_retries = 3\n", "hook_retries was renamed hook_max_attempts"),
+            ("[watch]\n[watch.extra]\nx = 1\n", "unknown setting 'extra'"),
+            ("[wacth]\npolling = true\n", "unknown table or key 'wacth'"),
+            ("polling = true\n[watch]\n", "unknown table or key 'polling'"),
             ("[watch\n", "not valid TOML"),
             ("watch = 3\n", "must be a table"),
         ],
     )
     def test_bad_file(self, tmp_path: Path, text: str, message: str) -> None:
-        """Each mistake is reported with a useful message."""
+        """Each mistake is reported with the key and the file's name."""
         path = tmp_path / "w.toml"
         path.write_text(text)
-        with pytest.raises(ConfigError, match=message):
+        with pytest.raises(ConfigError, match=re.escape(message)) as caught:
             load_watch_config(path, {}, {})
+        assert str(path) in str(caught.value)
 
     def test_missing_file(self, tmp_path: Path) -> None:
         """A config file that does not exist is an error, not silently skipped."""
@@ -99,7 +119,46 @@ class TestErrors:
         with pytest.raises(ConfigError, match="unknown watch setting"):
             load_watch_config(None, {}, {"poll": 1})
 
-    def test_bad_env(self) -> None:
-        """A malformed environment variable names itself."""
-        with pytest.raises(ConfigError, match="ENERGY_LEDGER_POLL_INTERVAL"):
-            load_watch_config(None, {"ENERGY_LEDGER_POLL_INTERVAL": "soon"}, {})
+    @pytest.mark.parametrize(
+        ("env", "message"),
+        [
+            ({"ENERGY_LEDGER_POLL_INTERVAL": "soon"}, "ENERGY_LEDGER_POLL_INTERVAL"),
+            ({"ENERGY_LEDGER_POLLING": "sometimes"}, "ENERGY_LEDGER_POLLING"),
+            ({"ENERGY_LEDGER_HOOK_MAX_ATTEMPTS": "2.5"}, "ENERGY_LEDGER_HOOK_MAX_ATTEMPTS"),
+            ({"ENERGY_LEDGER_HOOK_RETRIES": "3"}, "renamed ENERGY_LEDGER_HOOK_MAX_ATTEMPTS"),
+        ],
+    )
+    def test_bad_env(self, env: dict[str, str], message: str) -> None:
+        """A malformed or renamed environment variable names itself."""
+        with pytest.raises(ConfigError, match=message):
+            load_watch_config(None, env, {})
+
+    def test_hook_max_attempts_from_env(self) -> None:
+        """ENERGY_LEDGER_HOOK_MAX_ATTEMPTS sets the bound (1: at most once)."""
+        env = {"ENERGY_LEDGER_HOOK_MAX_ATTEMPTS": "1"}
+        assert load_watch_config(None, env, {}).hook_max_attempts == 1
+
+
+class TestHookProgram:
+    """--on-emit is checked at start-up: its program must exist and be executable."""
+
+    def test_found_on_path(self) -> None:
+        """A program on PATH passes."""
+        check_hook_program(["sh", "-c", "true"])
+
+    @pytest.mark.parametrize(
+        ("make", "message"),
+        [
+            (lambda d: ["no-such-hook-program-x7"], "not found on PATH"),
+            (lambda d: [str(d / "missing.sh")], "no such file"),
+            (lambda d: [str(d / "plain.txt")], "is not executable"),
+        ],
+        ids=["not-on-path", "missing-file", "not-executable"],
+    )
+    def test_refused(self, tmp_path: Path, make: Callable[[Path], list[str]], message: str) -> None:
+        """A missing or non-executable program is a ConfigError naming it."""
+        (tmp_path / "plain.txt").write_text("echo hi\n")
+        argv = make(tmp_path)
+        with pytest.raises(ConfigError, match=message) as caught:
+            check_hook_program(argv)
+        assert argv[0] in str(caught.value)

@@ -10,7 +10,7 @@ import pytest
 
 from energy_ledger.daemon.config import WatchConfig
 from energy_ledger.daemon.lease import Lease
-from energy_ledger.daemon.records import StateStore
+from energy_ledger.daemon.records import EmissionRecord, StateStore
 from energy_ledger.daemon.status import (
     MAX_LISTED,
     STATUS_NAME,
@@ -57,9 +57,9 @@ def store(tmp_path: Path) -> StateStore:
     """A state store with two complete emissions and one partial."""
     s = StateStore(tmp_path / "state")
     s.load()
-    s.record_emission("a", "complete", tmp_path / "a.json", with_hook=False)
-    s.record_emission("b", "complete", tmp_path / "b.json", with_hook=False)
-    s.record_emission("c", "partial", tmp_path / "c.json", with_hook=False)
+    s.claim(EmissionRecord.new("a", "complete", hook=False))
+    s.claim(EmissionRecord.new("b", "complete", hook=False))
+    s.claim(EmissionRecord.new("c", "partial", hook=False))
     return s
 
 
@@ -80,7 +80,13 @@ class TestStatusView:
         assert status["errors"] == [{"t": 1.0, "experiment_id": None, "error": "boom"}]
         assert status["lag_sec"] == 0.012
         assert status["poll_interval_sec"] == 1.0 and status["lease_timeout_sec"] == 30.0
-        assert status["hooks"] == {"pending": 0, "running": 0, "done": 0, "failed": []}
+        assert status["hooks"] == {
+            "pending": 0,
+            "running": 0,
+            "interrupted": 0,
+            "done": 0,
+            "failed": [],
+        }
 
     def test_active_list_is_capped_but_counted(self, store: StateStore) -> None:
         """Only the first MAX_LISTED active experiments are listed; the count is the true one."""
@@ -166,9 +172,27 @@ class TestDaemonLines:
     @pytest.mark.parametrize(
         ("daemon_view", "expected"),
         [
+            ({"running": False, "lease": None, "heartbeat_age_sec": None, "status": None}, []),
             (
-                {"running": False, "lease": None, "heartbeat_age_sec": None, "status": None},
-                ["daemon: not running", "  lag - s, 0 emitted, 0 partial, 0 active, 0 stale"],
+                {
+                    "running": False,
+                    "lease": None,
+                    "heartbeat_age_sec": None,
+                    "status": {"host": "node2", "pid": 7, "emitted": 4, "lag_sec": 0.0},
+                },
+                [
+                    "daemon: not running (last ran as pid 7 on node2)",
+                    "  lag 0.0 s, 4 emitted, 0 partial, 0 active, 0 stale",
+                ],
+            ),
+            (
+                {
+                    "running": True,
+                    "lease": {"host": "node1", "pid": 42},
+                    "heartbeat_age_sec": None,
+                    "status": None,
+                },
+                ["daemon: running (pid 42 on node1)"],
             ),
             (
                 {
@@ -183,19 +207,25 @@ class TestDaemonLines:
                         "partial": 1,
                         "active_count": 2,
                         "stale": ["x"],
-                        "hooks": {"done": 3, "pending": 1, "running": 0, "failed": [{}]},
+                        "hooks": {
+                            "done": 3,
+                            "pending": 1,
+                            "running": 0,
+                            "interrupted": 2,
+                            "failed": [{}],
+                        },
                         "errors": ["boom"],
                     },
                 },
                 [
                     "daemon: running (pid 42 on node1), polling on nfs4, heartbeat 1.2 s ago",
                     "  lag 0.5 s, 3 emitted, 1 partial, 2 active, 1 stale",
-                    "  hooks: 3 done, 1 pending, 0 running, 1 failed",
+                    "  hooks: 3 done, 1 pending, 0 running, 2 interrupted, 1 failed",
                     "  error: boom",
                 ],
             ),
         ],
-        ids=["never-ran", "running"],
+        ids=["never-ran", "stopped", "starting", "running"],
     )
     def test_lines(self, daemon_view: dict[str, Any], expected: list[str]) -> None:
         """Each view gives exactly these lines."""

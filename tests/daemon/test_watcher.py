@@ -5,22 +5,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from energy_ledger.simulate import simulate
+from tests.daemon.procs import Daemon, hook_runs, hooks_finished, records, result_of
 from tests.helpers import child_env, read_status, wait_for
-
-POLL = "0.1"
 
 # One writer process writes one rank of several experiments, flushing every few events, so the
 # daemon sees many small appends; it prints its ground truth as JSON.
@@ -41,105 +38,6 @@ for n in range(count):
                   "energy_j": (p.counter_end_mj - p.counter_start_mj) / 1000.0})
 print(json.dumps(truth))
 """
-
-# The hook writes when it starts and ends, so a test can tell which runs a kill interrupted.
-HOOK = """#!/bin/sh
-echo "start $2 $(date +%s.%N)" >> "$HOOK_LOG"
-sleep 0.2
-echo "end $2 $(date +%s.%N)" >> "$HOOK_LOG"
-"""
-
-
-class Daemon:
-    """``energy-ledger watch ROOT`` as a process; its output goes to a file (no pipe left open)."""
-
-    def __init__(self, root: Path, log_path: Path, args: list[str], env: dict[str, str]) -> None:
-        self.root = root
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
-        cmd = [sys.executable, "-m", "energy_ledger", "watch", str(root)]
-        cmd += ["--poll-interval", POLL, "--reconcile-interval", "2", *args]
-        self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        )
-
-    @property
-    def output(self) -> str:
-        """What the daemon logged so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self) -> dict[str, Any]:
-        """Wait until this process has written its status file."""
-
-        def ready() -> dict[str, Any] | None:
-            assert self.proc.poll() is None, f"daemon exited early:\n{self.output}"
-            status = read_status(self.root)
-            return status if status and status.get("pid") == self.proc.pid else None
-
-        result: dict[str, Any] = wait_for(ready, "the daemon's first status file")
-        return result
-
-    def terminate(self) -> int:
-        """SIGTERM, and the exit status."""
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=10)
-
-    def kill9(self) -> None:
-        """SIGKILL, reaped."""
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def close(self) -> None:
-        """Kill the process if it still runs; close the log."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
-    """Start watcher processes; every one is killed at teardown."""
-    started: list[Daemon] = []
-    hook_log = tmp_path / "hooks.log"
-
-    def start(root: Path, *args: str) -> Daemon:
-        daemon = Daemon(
-            root,
-            tmp_path / f"daemon-{len(started)}.log",
-            list(args),
-            child_env(HOOK_LOG=str(hook_log)),
-        )
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.close()
-
-
-@pytest.fixture
-def hook_cmd(tmp_path: Path) -> str:
-    """An --on-emit command that logs its start and end to ``tmp_path/hooks.log``."""
-    script = tmp_path / "hook.sh"
-    script.write_text(HOOK)
-    return f"sh {script}"
-
-
-def hook_runs(tmp_path: Path) -> dict[str, list[tuple[float, float | None]]]:
-    """Each experiment's hook runs as (start, end) times, in order; end None when cut short."""
-    runs: dict[str, list[tuple[float, float | None]]] = {}
-    path = tmp_path / "hooks.log"
-    lines = path.read_text().splitlines() if path.exists() else []
-    for line in lines:
-        kind, experiment_id, t = line.split()
-        if kind == "start":
-            runs.setdefault(experiment_id, []).append((float(t), None))
-        else:
-            started = runs[experiment_id]
-            open_index = max(i for i, (_, end) in enumerate(started) if end is None)
-            started[open_index] = (started[open_index][0], float(t))
-    return runs
 
 
 def start_writers(
@@ -191,23 +89,6 @@ def kill_writers(writers: list[subprocess.Popen[str]]) -> None:
         writer.communicate()
 
 
-def result_of(root: Path, experiment_id: str) -> dict[str, Any] | None:
-    """The emitted result (parsed), or None before it exists."""
-    try:
-        loaded: dict[str, Any] = json.loads(
-            (root / "aggregated" / f"{experiment_id}.json").read_bytes()
-        )
-    except FileNotFoundError:
-        return None
-    return loaded
-
-
-def records(root: Path) -> dict[str, dict[str, Any]]:
-    """The state store's emission records."""
-    folder = root / ".energy-ledger" / "emitted"
-    return {p.stem: json.loads(p.read_bytes()) for p in folder.glob("*.json")}
-
-
 MODES = [pytest.param([], id="inotify"), pytest.param(["--polling"], id="polling")]
 
 
@@ -217,7 +98,12 @@ class TestConcurrentWriters:
 
     @pytest.mark.parametrize("mode", MODES)
     def test_each_experiment_emitted_once_with_true_totals(
-        self, tmp_path: Path, daemons: Callable[..., Daemon], hook_cmd: str, mode: list[str]
+        self,
+        tmp_path: Path,
+        daemons: Callable[..., Daemon],
+        hook_cmd: str,
+        hook_log: Path,
+        mode: list[str],
     ) -> None:
         """Four rank processes write three experiments at once; each is emitted exactly once."""
         root = tmp_path / "root"
@@ -229,79 +115,19 @@ class TestConcurrentWriters:
             truth = collect_truth(writers)
         finally:
             kill_writers(writers)
-        wait_for(
-            lambda: (
-                all(r["hook"]["state"] == "done" for r in records(root).values())
-                and len(records(root)) == 3
-            ),
-            "three emissions with their hooks done",
-        )
+        wait_for(lambda: len(hooks_finished(root)) == 3, "three emissions with their hooks done")
         for experiment_id, expected in truth.items():
             result = result_of(root, experiment_id)
             assert result is not None
             assert result["total_tokens"] == expected["tokens"]
             assert result["total_energy_j"] == pytest.approx(expected["energy_j"], rel=1e-9)
             assert daemon.output.count(f"emitted {experiment_id} ") == 1
-        runs = hook_runs(tmp_path)
+        runs = hook_runs(hook_log)
         assert {k: len(v) for k, v in runs.items()} == dict.fromkeys(truth, 1)
+        assert {k: v[0].emission_id for k, v in runs.items()} == {
+            k: r["emission_id"] for k, r in records(root).items()
+        }
         assert daemon.terminate() == 0
-
-
-@pytest.mark.slow
-class TestCrashRestart:
-    """kill -9 at random moments loses nothing and repeats only an interrupted hook."""
-
-    def test_kill9_and_restart(
-        self, tmp_path: Path, daemons: Callable[..., Daemon], hook_cmd: str
-    ) -> None:
-        """Five kills during writing, tailing, emission and hooks; a final daemon catches up."""
-        seed = int(os.environ.get("WATCH_KILL_SEED", time.time_ns() % 10_000))
-        rng = random.Random(seed)
-        root = tmp_path / "root"
-        root.mkdir()
-        writers = start_writers(root, "kx", world=3, count=6, requests=150)
-        kills: list[float] = []
-        try:
-            for attempt in range(5):
-                daemon = daemons(root, "--on-emit", hook_cmd, *(["--polling"] * (attempt % 2)))
-                daemon.wait_ready()
-                time.sleep(rng.uniform(0.05, 0.8))
-                kills.append(time.time())
-                daemon.kill9()
-            truth = collect_truth(writers)
-        finally:
-            kill_writers(writers)
-        final = daemons(root, "--on-emit", hook_cmd)
-        final.wait_ready()
-        wait_for(
-            lambda: (
-                len(records(root)) == len(truth)
-                and all(r["hook"]["state"] == "done" for r in records(root).values())
-            ),
-            f"every experiment emitted and hooked (seed {seed})",
-        )
-        for experiment_id, expected in truth.items():
-            result = result_of(root, experiment_id)
-            assert result is not None, f"{experiment_id} missing (seed {seed})"
-            assert result["total_tokens"] == expected["tokens"]
-            assert result["total_energy_j"] == pytest.approx(expected["energy_j"], rel=1e-9)
-        for path in (root / "aggregated").glob("*.json"):
-            json.loads(path.read_bytes())  # never torn
-        # Every hook ran to its end at least once; a run was repeated only if a kill came while
-        # it ran (the daemon records "done" just after the hook exits, hence the small slack).
-        wait_for(
-            lambda: all(end for runs in hook_runs(tmp_path).values() for _, end in runs),
-            "orphaned hook runs to finish",
-            timeout_sec=5,
-        )
-        runs = hook_runs(tmp_path)
-        assert set(runs) == set(truth)
-        for experiment_id, its_runs in runs.items():
-            for start, end in its_runs[:-1]:
-                assert any(start <= k <= (end or math.inf) + 0.5 for k in kills), (
-                    f"{experiment_id}: hook repeated without a kill during it (seed {seed})"
-                )
-        assert final.terminate() == 0
 
 
 @pytest.mark.slow
@@ -431,7 +257,7 @@ class TestLifecycle:
         assert (read_status(root) or {}).get("stopped") is True
 
     def test_restart_does_not_reread_emitted_experiments(
-        self, tmp_path: Path, daemons: Callable[..., Daemon], hook_cmd: str
+        self, tmp_path: Path, daemons: Callable[..., Daemon], hook_cmd: str, hook_log: Path
     ) -> None:
         """After a restart, emitted experiments are trusted: emptied logs go unnoticed."""
         root = tmp_path / "root"
@@ -446,11 +272,11 @@ class TestLifecycle:
         status = again.wait_ready()
         assert status["emitted"] == 20 and status["active_count"] == 0
         assert status["errors"] == []
-        assert all(len(runs) == 1 for runs in hook_runs(tmp_path).values())
+        assert [len(runs) for runs in hook_runs(hook_log).values()] == [1] * 20
         assert again.terminate() == 0
 
     def test_stale_experiment_reported_and_recovered(
-        self, tmp_path: Path, daemons: Callable[..., Daemon], hook_cmd: str
+        self, tmp_path: Path, daemons: Callable[..., Daemon], hook_cmd: str, hook_log: Path
     ) -> None:
         """A crashed run idle past --stale-after is listed as stale and emitted as partial."""
         root = tmp_path / "root"
@@ -462,6 +288,8 @@ class TestLifecycle:
             lambda: (s := read_status(root)) and s["stale"] == ["crashed-0000"] and s, "stale"
         )
         assert status["partial"] == 1
-        wait_for(lambda: "crashed-0000" in hook_runs(tmp_path), "the hook of the partial result")
+        wait_for(
+            lambda: "crashed-0000@partial" in hook_runs(hook_log), "the hook of the partial result"
+        )
         assert json.loads(partial.read_bytes())["experiment_id"] == "crashed-0000"
         assert daemon.terminate() == 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,11 @@ from energy_ledger.core.aggregation import aggregate_results
 from energy_ledger.models import ExperimentResult
 from energy_ledger.simulate import simulate
 from energy_ledger.store.exporters import (
+    PREVIOUS_HEADERS,
     csv_bytes,
     export_aggregated_to_csv,
     export_result_json,
     result_to_json_bytes,
-    upsert_csv,
 )
 from energy_ledger.store.reader import scan_experiment
 from tests.helpers import RESULT_SCHEMA, compat_schema
@@ -60,6 +59,7 @@ COLUMNS = [
     "throttle_detected",
     "max_temperature_c",
     "warnings",
+    "partial",
 ]
 
 FLOAT_COLUMNS: dict[str, Callable[[ExperimentResult], Any]] = {
@@ -155,6 +155,19 @@ class TestCsvValues:
         assert cells <= {"true", "false"}
         assert cells
 
+    def test_partial_column(self, tmp_path: Path, results: list[ExperimentResult]) -> None:
+        """``partial`` is ``false`` for a complete result and ``true`` for a partial one."""
+        assert {r["partial"] for r in rows(csv_bytes(results))} == {"false"}
+        simulate(tmp_path, processes=2, requests=8, seed=21, crash=1)
+        scan = scan_experiment(tmp_path / "raw" / "sim-0000", strict=False)
+        partial = aggregate_results(scan.summaries, "sim-0000", partial=True, partial_reason="x")
+        (row,) = rows(csv_bytes([partial]))
+        assert row["partial"] == "true"
+
+    def test_previous_header_is_this_one_without_partial(self) -> None:
+        """The one earlier header is today's without its last column (so it is recognised)."""
+        assert (tuple(COLUMNS[:-1]),) == PREVIOUS_HEADERS
+
 
 class TestCsvFiles:
     """Files are deterministic and rows are upserted in place."""
@@ -174,52 +187,6 @@ class TestCsvFiles:
         mtime = path.stat().st_mtime_ns
         assert export_aggregated_to_csv(results, path) is False
         assert path.stat().st_mtime_ns == mtime
-
-    def test_upsert_replaces_a_row_and_keeps_the_others(
-        self, results: list[ExperimentResult], tmp_path: Path
-    ) -> None:
-        """Upserting a changed result replaces its row only."""
-        path = tmp_path / "results.csv"
-        assert upsert_csv(results, path) is True
-        changed = results[1].model_copy(update={"total_tokens": 7})
-        assert upsert_csv([changed], path) is True
-        table = rows(path.read_bytes())
-        assert [r["experiment_id"] for r in table] == ["sim-0000", "sim-0001", "sim-0002"]
-        assert [r["total_tokens"] for r in table] == [
-            str(results[0].total_tokens),
-            "7",
-            str(results[2].total_tokens),
-        ]
-
-    def test_upsert_one_by_one_equals_export_at_once(
-        self, results: list[ExperimentResult], tmp_path: Path
-    ) -> None:
-        """Rows upserted one at a time, in any order, give the bytes of a single export."""
-        for result in (results[2], results[0], results[1]):
-            upsert_csv([result], tmp_path / "upserted.csv")
-        assert (tmp_path / "upserted.csv").read_bytes() == csv_bytes(results)
-
-    def test_upsert_unchanged_is_a_no_op(
-        self, results: list[ExperimentResult], tmp_path: Path
-    ) -> None:
-        """Upserting a row that is already there writes nothing."""
-        path = tmp_path / "results.csv"
-        upsert_csv(results, path)
-        assert upsert_csv(results[:1], path) is False
-
-    def test_foreign_header_is_rebuilt(
-        self,
-        results: list[ExperimentResult],
-        tmp_path: Path,
-        caplog: pytest.LogCaptureFixture,
-    ) -> None:
-        """A CSV with another header is rebuilt from the new rows, with a warning."""
-        path = tmp_path / "results.csv"
-        path.write_text("a,b\n1,2\n")
-        with caplog.at_level(logging.WARNING, logger="energy_ledger"):
-            upsert_csv(results[:1], path)
-        assert path.read_bytes() == csv_bytes(results[:1])
-        assert any("another header" in r.getMessage() for r in caplog.records)
 
 
 class TestJson:

@@ -7,17 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from energy_ledger.exceptions import UnsafePathError
+from energy_ledger.exceptions import LedgerError, UnsafePathError
 from energy_ledger.store.layout import (
     LOG_RE,
     MARKER_RE,
     ResultsLayout,
     check_experiment_id,
+    experiment_location,
     inside,
     is_valid_experiment_id,
     layout_of_experiment_dir,
     log_name,
     marker_name,
+    results_root,
 )
 
 VALID_IDS = [
@@ -235,3 +237,101 @@ class TestInside:
         assert inside(alias, alias / "raw" / "exp-1")
         assert inside(alias, root / "raw")
         assert os.path.realpath(alias) == os.path.realpath(root)
+
+
+class TestOutputs:
+    """``aggregated/`` and the files in it must be real, wherever a link would lead."""
+
+    def test_missing_folder_is_created_on_request(self, tmp_path: Path) -> None:
+        """Without ``create`` nothing is made; with it the folder appears."""
+        layout = ResultsLayout.at(tmp_path)
+        assert layout.outputs_dir() == tmp_path / "aggregated"
+        assert not (tmp_path / "aggregated").exists()
+        assert layout.outputs_dir(create=True).is_dir()
+
+    @pytest.mark.parametrize("target", ["inside", "outside"])
+    def test_linked_folder_is_refused(self, tmp_path: Path, target: str) -> None:
+        """A link is refused even when it leads to a folder inside the root."""
+        root = tmp_path / "root"
+        (root / "out").mkdir(parents=True)
+        (tmp_path / "elsewhere").mkdir()
+        to = root / "out" if target == "inside" else tmp_path / "elsewhere"
+        (root / "aggregated").symlink_to(to, target_is_directory=True)
+        with pytest.raises(UnsafePathError, match=r"aggregated is a symbolic link \(to "):
+            ResultsLayout.at(root).outputs_dir(create=True)
+
+    def test_file_in_the_way(self, tmp_path: Path) -> None:
+        """A regular file named ``aggregated`` is a clear error."""
+        (tmp_path / "aggregated").write_text("x")
+        with pytest.raises(LedgerError, match="it is a file, not a folder"):
+            ResultsLayout.at(tmp_path).outputs_dir()
+
+    def test_output_file_checks(self, tmp_path: Path) -> None:
+        """A new or regular file passes; a link, a folder or a file elsewhere is refused."""
+        layout = ResultsLayout.at(tmp_path)
+        folder = layout.outputs_dir(create=True)
+        assert layout.check_output_file(folder / "a.json") == folder / "a.json"
+        (folder / "b.json").write_text("{}")
+        assert layout.check_output_file(folder / "b.json") == folder / "b.json"
+        (folder / "c.json").symlink_to(folder / "b.json")
+        with pytest.raises(UnsafePathError, match="symbolic link"):
+            layout.check_output_file(folder / "c.json")
+        (folder / "d.json").mkdir()
+        with pytest.raises(UnsafePathError, match="not a regular file"):
+            layout.check_output_file(folder / "d.json")
+        with pytest.raises(UnsafePathError, match="is not in"):
+            layout.check_output_file(tmp_path / "e.json")
+
+
+class TestUserPaths:
+    """A path a user typed is checked, and a near miss gets a hint naming the folder meant."""
+
+    @pytest.fixture
+    def root(self, tmp_path: Path) -> Path:
+        """A results root with one experiment folder and an aggregated folder."""
+        (tmp_path / "root" / "raw" / "exp-1").mkdir(parents=True)
+        (tmp_path / "root" / "aggregated").mkdir()
+        return tmp_path / "root"
+
+    def test_a_root_is_accepted(self, root: Path) -> None:
+        """The folder holding ``raw/`` is a results root."""
+        assert results_root(root).root == root
+
+    @pytest.mark.parametrize(
+        ("where", "needle"),
+        [
+            ("raw", "it is the raw/ folder of a results root; did you mean {root}?"),
+            ("aggregated", "it is the aggregated/ folder of a results root; did you mean {root}?"),
+            ("raw/exp-1", "it looks like an experiment folder; did you mean {root}?"),
+            ("nope", "no such results folder"),
+        ],
+    )
+    def test_root_hints(self, root: Path, where: str, needle: str) -> None:
+        """``ROOT/raw``, ``ROOT/aggregated`` and an experiment folder point back at ROOT."""
+        with pytest.raises(LedgerError) as info:
+            results_root(root / where)
+        assert needle.format(root=root) in str(info.value)
+
+    def test_folder_without_raw(self, tmp_path: Path) -> None:
+        """Any other folder without ``raw/`` is not a root, and says what a root holds."""
+        with pytest.raises(LedgerError, match=r"not a results root \(no raw/ folder inside\)"):
+            results_root(tmp_path)
+
+    @pytest.mark.parametrize(
+        ("where", "needle"),
+        [
+            ("", "is a results root, not an experiment folder; did you mean {root}/raw/exp-1?"),
+            ("raw", "is the raw/ folder of a results root, not an experiment folder; "
+                    "did you mean {root}/raw/exp-1?"),
+        ],
+    )  # fmt: skip
+    def test_experiment_hints(self, root: Path, where: str, needle: str) -> None:
+        """A root or its ``raw/`` given where an experiment folder belongs names an experiment."""
+        with pytest.raises(LedgerError) as info:
+            experiment_location(root / where if where else root)
+        assert needle.format(root=root) in str(info.value)
+
+    def test_experiment_folder_is_accepted(self, root: Path) -> None:
+        """``ROOT/raw/<id>`` gives the root and the id."""
+        layout, experiment_id = experiment_location(root / "raw" / "exp-1")
+        assert (layout.root, experiment_id) == (root, "exp-1")

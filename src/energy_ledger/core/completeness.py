@@ -30,6 +30,13 @@ from energy_ledger.core.process import ProcessFacts, ProcessSummary
 
 State = Literal["complete", "pending", "failed", "invalid"]
 
+MAX_PROCESSES = 65_536
+"""The largest world size the check takes. The format allows any 64-bit one, but the check lists
+the indices it expects, and a single log claiming 10**12 processes must cost a sentence, not a
+range of that size. No measured run comes near it; a larger one is reported as invalid."""
+MAX_LISTED_INDICES = 20
+"""Index lists in reasons are cut to this many entries (the report's fields keep them all)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ProcessEvidence:
@@ -46,6 +53,10 @@ class ProcessEvidence:
         last_seq: ``seq`` of the last complete event (-1 when none).
         marker: the parsed marker, when there is one and it parses.
         marker_error: why the marker file could not be used.
+        read_error: a line the log cannot be read past *yet*: no marker covers its bytes, which
+            may be bytes another host has not finished writing (NFS shows them as NULs for a
+            moment). The other fields then describe the lines before it. The process is pending;
+            the reader makes the error final (``log_error``) once a marker covers those bytes.
         legacy: LLenergyMeasure's older layout (a ``.completed_<i>`` file is the marker).
         legacy_marker: whether that older marker exists.
     """
@@ -59,6 +70,7 @@ class ProcessEvidence:
     last_seq: int = -1
     marker: Marker | None = None
     marker_error: str | None = None
+    read_error: str | None = None
     legacy: bool = False
     legacy_marker: bool = False
 
@@ -203,6 +215,14 @@ def _marker_verdict(ev: ProcessEvidence, run_id: str | None) -> tuple[str, str] 
     return None
 
 
+def _listed(indices: Sequence[int]) -> str:
+    """``[1, 2, 3]``, or the first ``MAX_LISTED_INDICES`` and how many in all."""
+    if len(indices) <= MAX_LISTED_INDICES:
+        return str(list(indices))
+    head = ", ".join(map(str, indices[:MAX_LISTED_INDICES]))
+    return f"[{head}, ...] ({len(indices):,} in all)"
+
+
 def check_completeness(
     experiment_id: str,
     evidence: Sequence[ProcessEvidence],
@@ -214,6 +234,12 @@ def check_completeness(
     for ev in evidence:
         if ev.log_error is not None:
             reasons.append(f"invalid: process {ev.index} log cannot be replayed: {ev.log_error}")
+        elif ev.read_error is not None:
+            reasons.append(
+                f"process {ev.index} log cannot be read further yet: {ev.read_error} (no marker "
+                "covers these bytes, so they are read again later; they become an error once "
+                "one does)"
+            )
         elif ev.summary is not None and ev.summary.run_id is None and not ev.legacy:
             reasons.append(f"process {ev.index} log has no process_started event yet")
     run_ids = tuple(sorted({s.run_id for s in summaries if s.run_id is not None}))
@@ -231,6 +257,12 @@ def check_completeness(
     expected = expected_processes
     if expected is None and len(world_sizes) == 1:
         expected = world_sizes[0]
+    too_many = expected is not None and expected > MAX_PROCESSES
+    if too_many:
+        reasons.append(
+            f"invalid: world size {expected:,} is more than the {MAX_PROCESSES:,} processes "
+            "energy-ledger checks; the indices it expects are not listed"
+        )
     # Index claimed by each log: the file's, checked against what its events say.
     claimed: list[int] = []
     for ev in evidence:
@@ -247,9 +279,18 @@ def check_completeness(
     found = sorted(counts)
     missing: list[int] = []
     out_of_range: list[int] = []
-    if expected is None:
+    if too_many:
+        pass  # said above; listing the indices expected would build a range of that size
+    elif expected is None:
         if not evidence:
             reasons.append("no process logs found")
+        elif len(world_sizes) > 1:
+            reasons.append(
+                "world size unknown: the processes disagree on it (see above); give the "
+                "expected count with validate --expected N"
+            )
+        elif any(ev.log_error is not None for ev in evidence):
+            reasons.append("world size unknown: no log that could be read has process_started")
         else:
             reasons.append("world size unknown: no process has written process_started")
     else:
@@ -258,11 +299,11 @@ def check_completeness(
         if len(found) != expected or missing:
             reasons.append(
                 f"expected {expected} processes, found {len(found)}"
-                + (f" (missing {list(missing)})" if missing else "")
+                + (f" (missing {_listed(missing)})" if missing else "")
             )
         if out_of_range:
             reasons.append(
-                f"invalid: process indices {list(out_of_range)} are >= world size {expected}"
+                f"invalid: process indices {_listed(out_of_range)} are >= world size {expected}"
             )
     failed = sorted(
         ev.index for ev in evidence if ev.summary and ev.summary.failed_error is not None
@@ -282,7 +323,7 @@ def check_completeness(
     missing_markers: list[int] = []
     invalid_markers: list[int] = []
     pending_markers: list[int] = []
-    marker_status = dict.fromkeys(range(expected or 0), False)
+    marker_status = dict.fromkeys(range(0 if too_many else expected or 0), False)
     marker_status.update(dict.fromkeys(found, False))
     valid = Counter[int]()
     for ev in evidence:

@@ -2,12 +2,16 @@
 
 ``energy-ledger watch`` calls :func:`run_watch`; tests and embedders that run the watcher on a
 thread pass their own ``stop_event`` instead (signal handlers can only be installed from the
-main thread, so there none are).
+main thread, so there none are). Mistakes a user can fix (no such root, the ``raw/`` folder given
+for the root, an ``--on-emit`` program that does not exist) are found by :func:`check_startup`
+before anything starts and raised, so that the CLI reports them like every other command's
+(exit 2).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -15,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from energy_ledger.daemon.config import WatchConfig
+from energy_ledger.daemon.config import WatchConfig, check_hook_program
 from energy_ledger.daemon.watcher import (
     EXIT_ERROR,
     EXIT_LEASE_HELD,
@@ -24,8 +28,16 @@ from energy_ledger.daemon.watcher import (
     Watcher,
 )
 from energy_ledger.exceptions import LeaseHeldError, LedgerError
+from energy_ledger.store.layout import AGGREGATED_DIR, RAW_DIR
 
-__all__ = ["EXIT_ERROR", "EXIT_LEASE_HELD", "EXIT_LEASE_LOST", "EXIT_OK", "run_watch"]
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_LEASE_HELD",
+    "EXIT_LEASE_LOST",
+    "EXIT_OK",
+    "check_startup",
+    "run_watch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +61,38 @@ def _stop_on_signals(stop: threading.Event, wake: threading.Event) -> Iterator[N
             signal.signal(sig, old)
 
 
+def check_startup(root: str | os.PathLike[str], config: WatchConfig) -> None:
+    """Refuse, before starting, a root or a hook that cannot work.
+
+    A folder without ``raw/`` is a new, empty root (the daemon creates ``raw/``) unless it looks
+    like part of one: the ``raw/`` folder itself, an experiment folder, or ``aggregated/``.
+
+    Raises:
+        LedgerError: no such folder, or a part of a root given for the root (with the folder
+            probably meant).
+        ConfigError: the ``--on-emit`` program is missing or not executable.
+    """
+    path = Path(os.path.abspath(root))
+    if not path.exists():
+        raise LedgerError(f"{path}: no such results folder")
+    if not path.is_dir():
+        raise LedgerError(f"{path}: not a folder (a results root is a folder holding raw/)")
+    if not (path / RAW_DIR).is_dir():
+        parent = path.parent
+        meant = None
+        if path.name == RAW_DIR or (path.name == AGGREGATED_DIR and (parent / RAW_DIR).is_dir()):
+            meant = parent
+        elif parent.name == RAW_DIR:
+            meant = parent.parent
+        if meant is not None:
+            raise LedgerError(
+                f"{path} is part of a results root, not a root; did you mean {meant}?"
+            )
+    argv = config.hook_argv()
+    if argv is not None:
+        check_hook_program(argv)
+
+
 def run_watch(
     root: str | Path, config: WatchConfig, *, stop_event: threading.Event | None = None
 ) -> int:
@@ -57,7 +101,11 @@ def run_watch(
     Returns:
         ``EXIT_OK`` after a clean stop, ``EXIT_LEASE_HELD`` when another daemon runs on the root,
         ``EXIT_LEASE_LOST`` when another daemon took the lease over, ``EXIT_ERROR`` otherwise.
+
+    Raises:
+        LedgerError: see :func:`check_startup` (nothing was started; the CLI exits 2).
     """
+    check_startup(root, config)
     watcher = Watcher(root, config, stop_event or threading.Event())
     with _stop_on_signals(watcher.stop, watcher.wake):
         try:

@@ -20,7 +20,14 @@ from typing import Any
 import orjson
 
 from energy_ledger.daemon.config import WatchConfig
-from energy_ledger.daemon.lease import LEASE_NAME, holder_is_dead, read_lease
+from energy_ledger.daemon.lease import (
+    LEASE_NAME,
+    Heartbeat,
+    LeaseInfo,
+    local_holder_gone,
+    read_heartbeat,
+    read_lease,
+)
 from energy_ledger.daemon.records import StateStore, state_dir_for
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.store.atomic import write_atomic
@@ -70,8 +77,9 @@ def status_view(
         started_t: when the daemon started (Unix time).
         now: the time of this view (Unix time).
         lag_sec: the age of the oldest change not yet processed, or the last one's delay.
-        active: one row per active experiment, sorted by id, each with ``experiment_id``,
-            ``state``, ``detail``, ``idle_sec`` and ``stale``.
+        active: one row per experiment not emitted, sorted by id, each with ``experiment_id``,
+            ``state``, ``detail``, ``idle_sec``, ``stale`` and ``retired`` (no longer read
+            until its files change; ``daemon.active``).
         store: the emission records, counted by kind and by hook state.
         rejected: unsafe folder names under ``raw/`` and why each was refused.
         errors: the last errors, oldest first.
@@ -128,7 +136,8 @@ class StatusFile:
         """
         stable = {k: v for k, v in status.items() if k not in _VOLATILE}
         stable["active"] = [
-            (a["experiment_id"], a["state"], a["detail"], a["stale"]) for a in status["active"]
+            (a["experiment_id"], a["state"], a["detail"], a["stale"], a.get("retired"))
+            for a in status["active"]
         ]
         if not force and stable == self._last:
             return
@@ -160,40 +169,70 @@ def daemon_status(
     except (OSError, orjson.JSONDecodeError):
         status = None
     lease = read_lease(folder / LEASE_NAME)
+    beat = read_heartbeat(folder, lease.token) if lease is not None else None
     timeout = lease_timeout_sec
     if timeout is None:
         timeout = float(status.get("lease_timeout_sec", 30.0)) if status else 30.0
-    running = lease is not None and holder_is_dead(lease, timeout) is None
+    age = None if beat is None else max(0.0, time.time() - beat.t)
     return {
         "state_dir": str(folder),
-        "running": running,
+        "running": lease is not None and _seems_alive(lease, beat, age, timeout),
         "lease": None if lease is None else {"host": lease.host, "pid": lease.pid},
-        "heartbeat_age_sec": None if lease is None else max(0.0, time.time() - lease.heartbeat_t),
+        "heartbeat_age_sec": age,
         "status": status,
     }
 
 
+def _seems_alive(
+    lease: LeaseInfo, beat: Heartbeat | None, age_sec: float | None, timeout_sec: float
+) -> bool:
+    """Whether the holder looks alive, for display only.
+
+    A holder on this host is checked by its pid. For one on another host this compares its
+    heartbeat's wall-clock time with ours, which a skewed clock can get wrong; that is why
+    nothing but this display does so (a takeover watches the heartbeat move instead).
+    """
+    if lease.on_this_host():
+        return local_holder_gone(lease) is None
+    return beat is not None and age_sec is not None and age_sec <= timeout_sec
+
+
 def daemon_lines(view: Mapping[str, Any]) -> list[str]:
-    """The daemon's view of a root (:func:`daemon_status`), as a few readable lines."""
+    """The daemon's view of a root (:func:`daemon_status`), as a few readable lines.
+
+    No lines at all when no daemon ever ran on the root (no lease, no status file), and no
+    empty figures: a daemon that left no status file yet gets its first line only.
+    """
     lease = view.get("lease") or {}
     st = view.get("status") or {}
-    state = "running" if view.get("running") else "not running"
+    if not lease and not st:
+        return []
     age = view.get("heartbeat_age_sec")
-    lines = [
-        f"daemon: {state} (pid {lease.get('pid', '?')} on {lease.get('host', '?')}), "
-        f"{st.get('mode', '?')} on {st.get('filesystem', '?')}, "
-        f"heartbeat {age:.1f} s ago"
-        if isinstance(age, int | float)
-        else f"daemon: {state}",
-        f"  lag {st.get('lag_sec', '-')} s, {st.get('emitted', 0)} emitted, "
-        f"{st.get('partial', 0)} partial, {st.get('active_count', 0)} active, "
-        f"{len(st.get('stale') or [])} stale",
-    ]
+    if view.get("running"):
+        first = f"daemon: running (pid {lease.get('pid', '?')} on {lease.get('host', '?')})"
+        if st:
+            first += f", {st.get('mode', '?')} on {st.get('filesystem', '?')}"
+        if isinstance(age, int | float):
+            first += f", heartbeat {age:.1f} s ago"
+    else:
+        last = lease or st
+        first = f"daemon: not running (last ran as pid {last.get('pid', '?')} on "
+        first += f"{last.get('host', '?')})"
+    lines = [first]
+    if st:
+        lines.append(
+            f"  lag {st.get('lag_sec', '-')} s, {st.get('emitted', 0)} emitted, "
+            f"{st.get('partial', 0)} partial, {st.get('active_count', 0)} active, "
+            f"{len(st.get('stale') or [])} stale"
+        )
     hooks = st.get("hooks") or {}
     if hooks:
+        interrupted = hooks.get("interrupted", 0)
         lines.append(
             f"  hooks: {hooks.get('done', 0)} done, {hooks.get('pending', 0)} pending, "
-            f"{hooks.get('running', 0)} running, {len(hooks.get('failed') or [])} failed"
+            f"{hooks.get('running', 0)} running, "
+            + (f"{interrupted} interrupted, " if interrupted else "")
+            + f"{len(hooks.get('failed') or [])} failed"
         )
     lines.extend(f"  error: {e}" for e in st.get("errors") or [])
     return lines

@@ -18,21 +18,29 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from energy_ledger.daemon.active import (
+    RETIRE_QUIET_SEC,
+    RETIRING,
+    Retired,
+    Tracked,
+    status_rows,
+)
 from energy_ledger.daemon.changes import DirProbe, PendingChanges
+from energy_ledger.daemon.claims import TempSweeper
 from energy_ledger.daemon.config import WatchConfig
+from energy_ledger.daemon.gate import claim_emission
 from energy_ledger.daemon.hooks import HookRunner
 from energy_ledger.daemon.lease import Lease
-from energy_ledger.daemon.records import StateStore, state_dir_for
+from energy_ledger.daemon.records import Kind, StateStore, emission_key, state_dir_for
 from energy_ledger.daemon.sources import InotifySource, choose_polling
 from energy_ledger.daemon.status import MAX_LISTED, StatusFile, status_view
 from energy_ledger.exceptions import LeaseLostError, LedgerError
 from energy_ledger.pipeline import process_experiment, recover_experiment, up_to_date
 from energy_ledger.store.layout import ResultsLayout, is_valid_experiment_id
-from energy_ledger.store.reader import LogTail, list_experiments, newest_mtime
+from energy_ledger.store.reader import folder_fingerprint, list_experiments, newest_mtime
 
 __all__ = ["EXIT_ERROR", "EXIT_LEASE_HELD", "EXIT_LEASE_LOST", "EXIT_OK", "Tracked", "Watcher"]
 
@@ -50,30 +58,6 @@ ACTIVE_SWEEP_SEC = 5.0
 """inotify mode: rescan the active experiments this often anyway (a missed event costs <= this)."""
 STATUS_MIN_INTERVAL_SEC = 0.5
 """``status.json`` is rewritten at most this often between heartbeats."""
-
-
-@dataclass(slots=True)
-class Tracked:
-    """An active experiment: its log cursors and the last verdict on it."""
-
-    tails: dict[int, LogTail] = field(default_factory=dict)
-    state: str = "new"
-    detail: str = ""
-    last_activity_t: float = 0.0
-    signature: tuple[tuple[int, int], ...] = ()
-    stale: bool = False
-    recovered: bool = False
-    reported: str = ""
-
-    def view(self, experiment_id: str, now: float) -> dict[str, Any]:
-        """Its row in the ``active`` list of ``status.json``."""
-        return {
-            "experiment_id": experiment_id,
-            "state": self.state,
-            "detail": self.detail,
-            "idle_sec": round(now - self.last_activity_t, 1),
-            "stale": self.stale,
-        }
 
 
 class Watcher:
@@ -95,17 +79,24 @@ class Watcher:
         self.polling = False
         self.fs_type: str | None = None
         self.active: dict[str, Tracked] = {}
+        self.retired: dict[str, Retired] = {}
         self.rejected: dict[str, str] = {}
         self.errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_LISTED)
         self.started_t = time.time()
         self.last_lag_sec = 0.0
         self.status_file = StatusFile(self.state_dir)
         self._raw_probe = DirProbe(self.layout.raw_dir)
+        # The state folder is small: swept at every heartbeat. aggregated/ may hold thousands of
+        # results: listed at start-up and one heartbeat later only.
+        self._temp_sweepers = [
+            TempSweeper([self.state_dir]),
+            TempSweeper([self.layout.aggregated_dir], max_looks=2),
+        ]
 
     def _overflowed(self) -> None:
         """inotify lost events (called on the observer thread): relist, rescan the active."""
         logger.warning("inotify dropped events; relisting %s", self.layout.raw_dir)
-        self.changes.mark_all(self.active)
+        self.changes.mark_all([*self.active, *self.retired])
 
     # -- reporting --------------------------------------------------------------------------
     def _error(self, experiment_id: str | None, message: str) -> None:
@@ -123,28 +114,38 @@ class Watcher:
 
     # -- the work ---------------------------------------------------------------------------
     def _emitted(self, experiment_id: str, kind: str, path: Path) -> None:
-        record = self.store.get(experiment_id)
-        if record is not None and record.kind == "complete":
-            logger.info("%s: result rewritten (it had vanished); hook not rerun", experiment_id)
-            self.active.pop(experiment_id, None)
-            return
+        """Claim the emission of a result just written (``gate``), then schedule its hook."""
+        emission_kind: Kind = "complete" if kind == "complete" else "partial"
+        key = emission_key(experiment_id, emission_kind)
         try:
-            self.store.record_emission(
-                experiment_id,
-                "complete" if kind == "complete" else "partial",
-                path,
-                with_hook=self.hooks is not None,
+            holder, mine = claim_emission(
+                self.store, self.lease, experiment_id, emission_kind, hook=self.hooks is not None
             )
+        except LeaseLostError:
+            raise
         except LedgerError as exc:
-            # The result is on disk; it is recorded when the experiment is next looked at.
+            # The result is on disk; it is claimed when the experiment is next looked at.
             logger.error("%s: emitted but not recorded: %s", experiment_id, exc)
             self._error(experiment_id, f"cannot record emission: {exc}")
             return
-        logger.info("emitted %s%s -> %s", experiment_id, " (partial)" * (kind != "complete"), path)
         if kind == "complete":
             self.active.pop(experiment_id, None)
+        if not mine:
+            logger.info(
+                "%s: already emitted (emission %s); its hook is not run again",
+                key,
+                holder.emission_id,
+            )
+            return
+        logger.info(
+            "emitted %s%s (emission %s) -> %s",
+            experiment_id,
+            " (partial)" * (kind != "complete"),
+            holder.emission_id,
+            path,
+        )
         if self.hooks is not None:
-            self.hooks.submit(experiment_id)
+            self.hooks.submit(key)
 
     def _process(self, experiment_id: str) -> None:
         """Scan one experiment from where its cursors stopped; emit it when complete."""
@@ -152,18 +153,31 @@ class Watcher:
             self._reject(experiment_id, "unsafe experiment folder name; never read")
             return
         record = self.store.get(experiment_id)
-        if record is not None and record.kind == "complete" and Path(record.result).exists():
+        if record is not None and record.result_path(self.layout.root).exists():
             self.active.pop(experiment_id, None)
+            self.retired.pop(experiment_id, None)
             return
+        directory = self.layout.experiment_dir(experiment_id)
+        retired = self.retired.get(experiment_id)
+        if retired is not None:
+            if folder_fingerprint(directory, self.layout.root) == retired.fingerprint:
+                return  # nothing changed: its logs are not opened
+            del self.retired[experiment_id]
+            logger.info("%s changed; reading it again", experiment_id)
         tracked = self.active.get(experiment_id)
         if tracked is None:
-            directory = self.layout.experiment_dir(experiment_id)
             if not directory.is_dir():
                 return
             tracked = self.active[experiment_id] = Tracked(
                 last_activity_t=newest_mtime(directory) or time.time(),
-                recovered=record is not None and record.kind == "partial",
+                recovered=self.store.get(emission_key(experiment_id, "partial")) is not None,
+                reported=retired.reported if retired is not None else "",
             )
+        # Taken before the scan, so that a write during the scan changes it: a retired
+        # experiment is never left behind a change.
+        settled = time.time() - tracked.last_activity_t > RETIRE_QUIET_SEC
+        candidate = tracked.stale or tracked.state in RETIRING or tracked.state == "new"
+        fingerprint = folder_fingerprint(directory, self.layout.root) if candidate else None
         outcome = process_experiment(self.layout, experiment_id, tails=tracked.tails)
         if outcome.state == "complete" and outcome.path is not None:
             self._emitted(experiment_id, "complete", outcome.path)
@@ -172,11 +186,21 @@ class Watcher:
             self.active.pop(experiment_id, None)  # the folder vanished
             return
         signature = tuple(sorted((i, t.size) for i, t in tracked.tails.items()))
+        # Quiet: this scan found nothing new, or (first scan) its files were old already.
+        quiet = signature == tracked.signature or (tracked.state == "new" and settled)
         if signature != tracked.signature:
             tracked.signature, tracked.last_activity_t = signature, time.time()
             tracked.stale = False
         tracked.state, tracked.detail = outcome.state, outcome.detail
         self._report(experiment_id, tracked)
+        if fingerprint is not None and quiet and (tracked.stale or tracked.state in RETIRING):
+            self._retire(experiment_id, tracked, fingerprint)
+
+    def _retire(self, experiment_id: str, tracked: Tracked, fingerprint: int) -> None:
+        """Move an experiment that cannot complete as it stands out of the active set."""
+        del self.active[experiment_id]
+        self.retired[experiment_id] = Retired.of(tracked, fingerprint)
+        logger.debug("%s is %s; not read again until it changes", experiment_id, tracked.state)
 
     def _reject(self, name: str, reason: str) -> None:
         if self.rejected.get(name) != reason:
@@ -196,13 +220,13 @@ class Watcher:
             self._reject(name, reason)
         present = set(listing.experiment_ids)
         for experiment_id in listing.experiment_ids:
-            if experiment_id in self.active:
+            if experiment_id in self.active or experiment_id in self.retired:
                 if full:
-                    self.changes.mark(experiment_id)
+                    self.changes.mark(experiment_id)  # a retired one costs a fingerprint
                 continue
             record = self.store.get(experiment_id)
-            if record is not None and record.kind == "complete":
-                if full and not Path(record.result).exists():
+            if record is not None:
+                if full and not record.result_path(self.layout.root).exists():
                     self.changes.mark(experiment_id)
                 continue
             if record is None and up_to_date(self.layout, experiment_id):
@@ -213,6 +237,8 @@ class Watcher:
             self.changes.mark(experiment_id)
         for experiment_id in [e for e in self.active if e not in present]:
             del self.active[experiment_id]
+        for experiment_id in [e for e in self.retired if e not in present]:
+            del self.retired[experiment_id]
 
     def _check_stale(self) -> None:
         now = time.time()
@@ -249,7 +275,7 @@ class Watcher:
             started_t=self.started_t,
             now=now,
             lag_sec=lag,
-            active=[t.view(e, now) for e, t in sorted(self.active.items())],
+            active=status_rows(self.active, self.retired, now),
             store=self.store,
             rejected=self.rejected,
             errors=self.errors,
@@ -290,6 +316,9 @@ class Watcher:
         self.lease.acquire()
         try:
             return self._run_leased()
+        except LeaseLostError as exc:
+            logger.error("%s; stopping", exc)
+            return EXIT_LEASE_LOST
         finally:
             self.lease.release()
 
@@ -300,12 +329,17 @@ class Watcher:
                 logger.warning("%s", problem)
         except OSError as exc:
             raise LedgerError(f"cannot prepare {self.state_dir}: {exc.strerror or exc}") from exc
+        for sweeper in self._temp_sweepers:
+            sweeper.look()
         argv = self.config.hook_argv()
         if argv is not None:
             self.hooks = HookRunner(
                 argv,
                 self.store,
-                retries=self.config.hook_retries,
+                root=self.layout.root,
+                fence=self.lease.fence,
+                holder=f"{self.lease.info.host} pid {self.lease.info.pid}",
+                max_attempts=self.config.hook_max_attempts,
                 backoff_sec=self.config.hook_backoff_sec,
                 timeout_sec=self.config.hook_timeout_sec,
             )
@@ -318,7 +352,8 @@ class Watcher:
                 self.source.stop()
             if self.hooks is not None:
                 self.hooks.close(grace_sec=0.8)
-            self._write_status(force=True)
+            if not self.lease.lost:  # status.json belongs to the holder now
+                self._write_status(force=True)
 
     def _loop(self) -> int:
         cfg = self.config
@@ -341,6 +376,13 @@ class Watcher:
                 self.wake.clear()
                 if self.stop.is_set():
                     break
+                if self.lease.lost or time.monotonic() >= next_renew:
+                    # Before anything is emitted: a daemon that was paused past its lease learns
+                    # here that it lost it, and a live one tells any contender it is alive.
+                    next_renew = time.monotonic() + self.lease.renew_interval_sec
+                    self._renew()
+                    self._write_status(force=True)
+                    next_status = time.monotonic() + STATUS_MIN_INTERVAL_SEC
                 if self.changes.waiting() and cfg.debounce_sec > 0:
                     self.stop.wait(cfg.debounce_sec)
                 self._drain()
@@ -363,26 +405,33 @@ class Watcher:
                 if now >= next_housekeeping:
                     next_housekeeping = now + housekeeping_sec
                     self._check_stale()
-                if now >= next_renew:
-                    next_renew = now + self.lease.renew_interval_sec
-                    try:
-                        self.lease.renew()
-                    except LeaseLostError as exc:
-                        logger.error("%s; stopping", exc)
-                        return EXIT_LEASE_LOST
-                    except LedgerError as exc:
-                        logger.warning("cannot renew the lease (will retry): %s", exc)
-                    self._write_status(force=True)
-                    next_status = now + STATUS_MIN_INTERVAL_SEC
-                elif now >= next_status:
+                if now >= next_status:
                     next_status = now + STATUS_MIN_INTERVAL_SEC
                     self._write_status(force=False)
+            except LeaseLostError:
+                raise
             except Exception as exc:  # the watch must outlive any one bad surprise
                 logger.exception("watch loop error (continuing)")
                 self._error(None, f"internal error: {exc!r}")
                 self.stop.wait(MAX_WAIT_SEC)
         logger.info("stopping")
         return EXIT_OK
+
+    def _renew(self) -> None:
+        """Renew the lease (compare, then heartbeat) and sweep abandoned temp files.
+
+        Raises:
+            LeaseLostError: another daemon took the lease over (this one was presumed dead).
+        """
+        try:
+            self.lease.renew()
+        except LeaseLostError:
+            raise
+        except LedgerError as exc:
+            logger.warning("cannot renew the lease (will retry): %s", exc)
+            return
+        for sweeper in self._temp_sweepers:
+            sweeper.look()
 
     def _drain(self) -> None:
         batch, relist = self.changes.take()
@@ -396,6 +445,8 @@ class Watcher:
                 return
             try:
                 self._process(experiment_id)
+            except LeaseLostError:
+                raise
             except Exception as exc:
                 logger.exception("%s: unexpected error (skipped)", experiment_id)
                 self._error(experiment_id, f"internal error: {exc!r}")

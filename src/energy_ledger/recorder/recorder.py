@@ -17,7 +17,8 @@ Threading: the ``EventLogWriter`` is not thread-safe, so the caller's thread and
 append under one lock. ``request()`` never touches NVML (an energy read costs milliseconds): it
 builds the wire dict, checks plain ints and floats inline, leaves the rest to ``payloads`` and
 appends. NVML failures after the start become ``warning`` events (``sampler.DeviceReader`` words
-them), never exceptions in the measured program.
+them), never exceptions in the measured program; so do write failures (a full disk): the first one
+is logged, the process is left without a marker and nothing more is written (``guard``).
 
 Time: events are stamped by a monotonic-anchored clock (``store.clock``), so ``t`` never goes
 backwards; ``clock`` events (where: docs/recorder.md) tie it to the host's clocks and the results
@@ -32,7 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -42,6 +43,7 @@ from energy_ledger.exceptions import LedgerError
 from energy_ledger.gpu.backend import open_backend
 from energy_ledger.gpu.protocol import DeviceInfo, GpuBackend, GpuDevice
 from energy_ledger.recorder import payloads
+from energy_ledger.recorder.guard import LossGuard, is_write_failure
 from energy_ledger.recorder.launch import LaunchInfo, check_peers, launch_from_env
 from energy_ledger.recorder.payloads import config_hash  # re-exported: it was defined here
 from energy_ledger.recorder.sampler import DEFAULT_SAMPLE_HZ, DeviceReader, baseline_fields
@@ -131,6 +133,7 @@ class ProcessRecorder:
         self._writer_options = dict(writer_options or {})
         self._lock = threading.Lock()
         self._writer: EventLogWriter | None = None
+        self._guard: LossGuard | None = None
         self._gpu: GpuBackend | None = None
         self._device: GpuDevice | None = None
         self._reader: DeviceReader | None = None
@@ -222,6 +225,7 @@ class ProcessRecorder:
         self._device = device
         self.device_info = info
         self._reader = reader
+        guard = self._guard = LossGuard(self._writer)
         started = payloads.started_fields(
             self.experiment_id,
             launch,
@@ -235,7 +239,7 @@ class ProcessRecorder:
             counts_requests=self._counts_requests,
         )
         with self._lock:
-            self._writer.append("process_started", **started)
+            guard.append("process_started", **started)
             self._clock_locked()
             for message in [*payloads.device_warnings(info, gpu.name), *warnings]:
                 self._warn_locked(message)
@@ -257,35 +261,40 @@ class ProcessRecorder:
         else:
             self.fail(f"{type(exc).__name__}: {exc}")
 
-    def finish(self) -> Marker:
+    def finish(self) -> Marker | None:
         """Write ``process_finished`` and the completion marker; release NVML.
 
+        Returns:
+            The marker; ``None``, without raising, when a write failed (see ``write_error``).
+
         Raises:
-            LedgerError: the recorder was not started, or the log cannot be written.
+            LedgerError: the recorder was not started, or is inside ``window()``.
         """
-        writer = self._require_writer()
+        guard = self._require_guard()
         if self._in_window:
             raise LedgerError("finish() inside window(): leave the window first")
         try:
             with self._lock:
                 self._clock_locked()
-                self.marker = writer.close()
+                self.marker = guard.close()
         finally:
             self._release()
         return self.marker
 
+    @property
+    def write_error(self) -> str | None:
+        """Why this process is not recorded (a write failed), or ``None`` while it is fine."""
+        return self._guard.lost if self._guard is not None else None
+
     def fail(self, error: str) -> None:
         """Write ``process_failed`` (no marker) and release NVML; never raises for I/O."""
-        writer = self._writer
+        writer, guard = self._writer, self._guard
         try:
-            if writer is not None:
+            if writer is not None and guard is not None:
                 with self._lock:
-                    if not writer.closed and writer.next_seq > 0:
-                        with suppress(LedgerError):  # writer.fail() below reports the trouble
-                            self._clock_locked()
-                    writer.fail(error)
-        except LedgerError as exc:
-            logger.error("energy-ledger could not record the failure: %s", exc)
+                    if not guard.closed and writer.next_seq > 0:
+                        self._clock_locked()
+                    guard.fail(error)  # a write failure is logged there, not raised
         finally:
             self._release()
 
@@ -296,13 +305,14 @@ class ProcessRecorder:
             self._gpu.shutdown()
             self._gpu = None
 
-    def _require_writer(self) -> EventLogWriter:
-        writer = self._writer
-        if writer is None:
+    def _require_guard(self) -> LossGuard:
+        """The guarded writer; raises when not started or already finished (not when lost)."""
+        guard = self._guard
+        if guard is None:
             raise LedgerError("recorder not started: use it as a context manager")
-        if writer.closed:
+        if guard.writer.closed and guard.lost is None:
             raise LedgerError("recorder already finished")
-        return writer
+        return guard
 
     # Events ----------------------------------------------------------------------------------
 
@@ -310,29 +320,26 @@ class ProcessRecorder:
         """Append a ``clock`` event: ``t`` and ``monotonic_sec`` from ``reading`` (one instant;
         default: now), ``wall_t`` read right after, and the filesystem offset (the writer's)."""
         t, mono_sec = self._event_clock.reading() if reading is None else reading
-        wall_t = time.time()
-        assert self._writer is not None
-        self._writer.append_clock(t, mono_sec, wall_t)
+        self._require_guard().append_clock(t, mono_sec, time.time())
 
     def _warn_locked(self, message: str) -> None:
         logger.warning("%s", message)
-        assert self._writer is not None
-        if not self._writer.closed:
-            self._writer.append_raw(
+        if not (guard := self._require_guard()).closed:
+            guard.append_raw(
                 {"v": _V, "seq": 0, "t": self._clock(), "type": "warning", "message": message}
             )
 
     def warning(self, message: str) -> None:
         """Write a ``warning`` event (it is carried into the aggregated result)."""
-        self._require_writer()
+        self._require_guard()
         with self._lock:
             self._warn_locked(message)
 
     def event(self, type_name: str, **fields: Any) -> None:
         """Write a validated event such as ``warmup`` or ``compute`` (see the format)."""
-        writer = self._require_writer()
+        guard = self._require_guard()
         with self._lock:
-            writer.append(type_name, **fields)
+            guard.append(type_name, **fields)
 
     def baseline(self, seconds: float = 5.0, *, power_w: float | None = None) -> float | None:
         """Measure idle power for ``seconds`` (or record a known ``power_w`` as "cached").
@@ -343,7 +350,7 @@ class ProcessRecorder:
             The baseline power in watts, or ``None`` when no reading succeeded (a warning is
             written instead of the event).
         """
-        self._require_writer()
+        self._require_guard()
         if self._window is not None:
             raise LedgerError("baseline() must come before window()")
         assert self._device is not None
@@ -363,12 +370,12 @@ class ProcessRecorder:
         that reset or failed is left out of ``window_ended``, so the aggregator integrates the
         power samples instead.
         """
-        writer = self._require_writer()
+        guard = self._require_guard()
         if self._window is not None:
             raise LedgerError("only one window() per recorder")
         assert self._reader is not None
         window = MeasuredWindow(
-            writer,
+            guard,
             self._reader,
             self._lock,
             self._event_clock,
@@ -401,7 +408,7 @@ class ProcessRecorder:
 
         ``t`` is read under the lock, like every event's: read before it, a sample appended by
         the sampler thread in between would carry a later ``t`` than this request, and the log's
-        time would go backwards.
+        time would go backwards. A failed write (a full disk) does not raise (``guard``).
 
         Raises:
             LedgerError: outside ``window()``, or a value of the wrong type.
@@ -433,8 +440,14 @@ class ProcessRecorder:
         if itl_ms is not None:
             obj["itl_ms"] = payloads.itl_values(itl_ms)
         with self._lock:
-            obj["t"] = self._clock()
-            self._writer.append_raw(obj)  # type: ignore[union-attr]
+            if (guard := self._guard).lost is None:  # type: ignore[union-attr]
+                obj["t"] = self._clock()
+                try:  # ``guard.append_raw`` would cost a call more per request
+                    self._writer.append_raw(obj)  # type: ignore[union-attr]
+                except (OSError, LedgerError) as exc:
+                    if not is_write_failure(exc):
+                        raise
+                    guard.lose(exc)  # type: ignore[union-attr]
 
 
 __all__ = ["LaunchInfo", "ProcessRecorder", "config_hash", "launch_from_env"]

@@ -30,9 +30,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from energy_ledger.core.events import FORMAT_VERSION
+from energy_ledger.recorder.guard import LossGuard
 from energy_ledger.recorder.sampler import DeviceReader, Sampler
 from energy_ledger.store.clock import EventClock
-from energy_ledger.store.writer import EventLogWriter
 
 _V = FORMAT_VERSION
 
@@ -41,7 +41,8 @@ class MeasuredWindow:
     """The window's edges, its samples and its periodic ``clock`` events.
 
     Args:
-        writer: the recorder's event log.
+        writer: the recorder's event log, behind its ``LossGuard`` (a failed write loses the
+            log and makes every later append a no-op; it never raises here).
         reader: the device's reader (samples and counter reads).
         lock: the recorder's lock, held for every append.
         event_clock: the recorder's event clock.
@@ -60,7 +61,7 @@ class MeasuredWindow:
 
     def __init__(
         self,
-        writer: EventLogWriter,
+        writer: LossGuard,
         reader: DeviceReader,
         lock: threading.Lock,
         event_clock: EventClock,

@@ -1,16 +1,16 @@
-"""Exporters: the JSON result and the CSV table, deterministic and written atomically.
+"""Exporters: the JSON result and the CSV table's bytes, deterministic.
 
 The same inputs give the same bytes: keys keep the schema's order, floats use the shortest
 representation that round-trips (orjson and ``repr``), rows are sorted by experiment id.
+``aggregated/results.csv`` itself is rebuilt from the JSON results by ``store.table``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,6 @@ import orjson
 
 from energy_ledger.models import ExperimentResult
 from energy_ledger.store.atomic import write_atomic, write_if_changed
-
-logger = logging.getLogger(__name__)
 
 
 def result_to_json_bytes(result: ExperimentResult) -> bytes:
@@ -83,8 +81,17 @@ CSV_COLUMNS: tuple[Column, ...] = (
         lambda r: r.thermal_throttle.max_temperature_c if r.thermal_throttle else None,
     ),
     ("warnings", lambda r: len(r.measurement_warnings)),
+    ("partial", lambda r: _agg(r, "partial") is True),
 )
-"""The CSV's columns, in order; one row per experiment."""
+"""The CSV's columns, in order; one row per experiment. ``partial`` is ``true`` for a row taken
+from ``<id>.partial.json`` (``recover``): its figures cover only what the crashed run logged."""
+
+CSV_HEADER: tuple[str, ...] = tuple(name for name, _ in CSV_COLUMNS)
+"""The header row of this version's CSV."""
+
+PREVIOUS_HEADERS: tuple[tuple[str, ...], ...] = (CSV_HEADER[:-1],)
+"""Headers that earlier versions of energy-ledger wrote (before ``partial``): such a file is
+ours, and is rebuilt in place when the JSON results reproduce every row it holds."""
 
 
 def _cell(value: Any) -> str:
@@ -99,70 +106,46 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _row(result: ExperimentResult) -> list[str]:
+def csv_row(result: ExperimentResult) -> list[str]:
+    """The CSV cells of one result, in ``CSV_COLUMNS`` order."""
     return [_cell(get(result)) for _, get in CSV_COLUMNS]
 
 
-def _render(rows: dict[str, list[str]]) -> bytes:
-    """The header and ``rows`` (keyed by experiment id), sorted by experiment id."""
+def render_csv(rows: Iterable[Sequence[str]]) -> bytes:
+    """The header and ``rows`` (already in their order), as the CSV file's bytes."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([name for name, _ in CSV_COLUMNS])
-    for key in sorted(rows):
-        writer.writerow(rows[key])
+    writer.writerow(CSV_HEADER)
+    writer.writerows(rows)
     return buffer.getvalue().encode()
 
 
 def csv_bytes(results: Sequence[ExperimentResult]) -> bytes:
     """The CSV table's bytes: a header and one row per result, sorted by experiment id."""
-    return _render({result.experiment_id: _row(result) for result in results})
-
-
-def _parse_rows(data: bytes) -> dict[str, list[str]] | None:
-    """Rows of an existing CSV keyed by experiment id; ``None`` when its header differs."""
-    rows = list(csv.reader(io.StringIO(data.decode("utf-8", errors="replace"))))
-    if not rows or rows[0] != [name for name, _ in CSV_COLUMNS]:
-        return None
-    return {row[0]: row for row in rows[1:] if row}
-
-
-def upsert_csv(results: Sequence[ExperimentResult], path: str | os.PathLike[str]) -> bool:
-    """Insert or replace the rows of ``results`` in the CSV at ``path``, keeping other rows.
-
-    The table stays sorted by experiment id, so the bytes depend only on the set of rows. A file
-    whose header is not this version's is rebuilt from ``results`` alone (and a warning logged).
-
-    Returns:
-        True when the file was written, False when it already held these rows.
-    """
-    target = Path(path)
-    try:
-        existing = _parse_rows(target.read_bytes())
-    except FileNotFoundError:
-        existing = {}
-    except OSError:
-        existing = None
-    if existing is None:
-        logger.warning("%s has another header or cannot be read: rebuilding it", target)
-        existing = {}
-    for result in results:
-        existing[result.experiment_id] = _row(result)
-    return write_if_changed(target, _render(existing))
+    rows = {result.experiment_id: csv_row(result) for result in results}
+    return render_csv(rows[key] for key in sorted(rows))
 
 
 def export_aggregated_to_csv(
     results: Sequence[ExperimentResult], path: str | os.PathLike[str]
 ) -> bool:
-    """Write one CSV row per experiment to ``path`` atomically; False when already up to date."""
+    """Write one CSV row per experiment to ``path`` atomically; False when already up to date.
+
+    This writes exactly the results given, anywhere; ``replay`` and the daemon keep
+    ``aggregated/results.csv`` in step with the JSON results through ``store.table`` instead.
+    """
     return write_if_changed(Path(path), csv_bytes(results))
 
 
 __all__ = [
     "CSV_COLUMNS",
+    "CSV_HEADER",
+    "PREVIOUS_HEADERS",
     "csv_bytes",
+    "csv_row",
     "export_aggregated_to_csv",
     "export_result_json",
+    "render_csv",
     "result_to_json_bytes",
-    "upsert_csv",
     "write_atomic",
 ]

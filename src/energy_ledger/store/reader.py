@@ -4,7 +4,9 @@
 a cursor when one is given, as the watcher does), reads its marker, and hands the evidence to the
 pure completeness check. Every path is checked to stay inside the results root; a symbolic link
 that leads out of it is reported and not followed. Unreadable files become reasons in the report,
-never tracebacks.
+never tracebacks; only regular files are opened, never blocking (``store.files``), and every size
+read from a file is bounded (lines by the replay, markers and older results here, the world size
+by the completeness check). ``LogTail`` lives in ``store.tail``.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from pydantic import ValidationError
 
 from energy_ledger.core.completeness import CompletenessReport, ProcessEvidence, check_completeness
 from energy_ledger.core.legacy import summary_from_raw
-from energy_ledger.core.marker import parse_marker
+from energy_ledger.core.marker import Marker, parse_marker
 from energy_ledger.core.process import ProcessSummary, facts_of, summarize_process
-from energy_ledger.core.replay import ReplayCursor, replay_stream
 from energy_ledger.core.state import ProcessState
 from energy_ledger.exceptions import FormatError, LedgerError, UnsafePathError
 from energy_ledger.models import RawProcessResult
+from energy_ledger.store.files import read_regular
 from energy_ledger.store.layout import (
     LEGACY_MARKER_RE,
     LEGACY_RESULT_RE,
@@ -37,63 +39,14 @@ from energy_ledger.store.layout import (
     layout_of_experiment_dir,
     marker_name,
 )
+from energy_ledger.store.tail import LogTail as LogTail  # re-exported: it was defined here
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(slots=True)
-class LogTail:
-    """A replay cursor tied to one log file, so the next read takes only the appended bytes.
-
-    ``identity`` (device, inode) and ``head`` (the first bytes) detect a file that was replaced or
-    truncated; such a file is replayed from the beginning.
-    """
-
-    path: Path
-    cursor: ReplayCursor = field(default_factory=ReplayCursor)
-    identity: tuple[int, int] | None = None
-    head: bytes = b""
-    size: int = 0
-    error: str | None = None
-
-    HEAD_BYTES = 256
-
-    def refresh(self, *, strict: bool = True) -> bool:
-        """Read what was appended since the last call; return True when anything changed."""
-        try:
-            with open(self.path, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                identity = (st.st_dev, st.st_ino)
-                known = self.identity is not None
-                replaced = known and (identity != self.identity or st.st_size < self.cursor.offset)
-                if known and not replaced and self.head:
-                    replaced = fh.read(len(self.head)) != self.head
-                if replaced:
-                    logger.info("%s was replaced or truncated: replaying it from the start", self)
-                    self.cursor, self.error, self.head = ReplayCursor(), None, b""
-                elif known and st.st_size == self.size:
-                    return False
-                self.identity, self.size = identity, st.st_size
-                if self.error is not None:
-                    return False  # a corrupt log stays corrupt until it is replaced
-                try:
-                    replay_stream(fh, self.cursor, path=str(self.path), strict=strict)
-                except FormatError as exc:
-                    where = f":{exc.line}" if exc.line is not None else ""
-                    self.error = f"{self.path.name}{where}: {exc.reason}"
-                if len(self.head) < self.HEAD_BYTES:
-                    fh.seek(0)
-                    self.head = fh.read(min(self.HEAD_BYTES, self.cursor.offset))
-                return True
-        except FileNotFoundError:
-            self.error = "the log vanished"
-            return True
-        except OSError as exc:
-            self.error = f"cannot read: {exc.strerror or exc}"
-            return True
-
-    def __str__(self) -> str:
-        return str(self.path)
+MAX_MARKER_BYTES = 64 << 10
+"""A marker is one short JSON object (about 200 bytes); a bigger file is not read as one."""
+MAX_LEGACY_BYTES = 1 << 30
+"""LLenergyMeasure's ``process_<i>.json`` holds every latency; 1 GiB is far beyond any real one."""
 
 
 @dataclass(slots=True)
@@ -148,20 +101,57 @@ def newest_mtime(directory: Path) -> float | None:
     return newest
 
 
-def _entries(directory: Path, layout: ResultsLayout) -> Iterator[tuple[str, Path]]:
+def folder_fingerprint(directory: Path, root: Path) -> int | None:
+    """A number that changes when a file of ``directory`` is added, removed, written or replaced.
+
+    It costs one ``scandir`` and a ``stat`` per entry, and opens nothing: each entry's name,
+    inode, size, mtime and ctime (a link's target's too, when it stays inside ``root``), and the
+    folder's own inode and mtime. The daemon keeps only this for an experiment it no longer
+    reads (a failed, invalid or stale one). ``None`` when the folder cannot be listed.
+    """
+    try:
+        own = directory.stat()
+        parts: list[tuple[object, ...]] = []
+        with os.scandir(directory) as it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    part: tuple[object, ...] = (entry.name, st.st_ino, st.st_size, st.st_mtime_ns)
+                    if entry.is_symlink() and inside(root, Path(entry.path)):
+                        st = entry.stat()
+                    part += (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                except OSError:
+                    part = (entry.name,)
+                parts.append(part)
+    except OSError:
+        return None
+    return hash((own.st_ino, own.st_mtime_ns, tuple(sorted(parts))))
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A file of an experiment folder: its path, and whether it is a link (inside the root)."""
+
+    path: Path
+    link: bool
+
+
+def _entries(directory: Path, layout: ResultsLayout) -> Iterator[tuple[str, _Entry]]:
     """File names in ``directory``, skipping (with a warning) links that leave the root."""
     with os.scandir(directory) as it:
         for entry in sorted(it, key=lambda e: e.name):
             path = Path(entry.path)
-            if entry.is_symlink() and not inside(layout.root, path):
+            link = entry.is_symlink()
+            if link and not inside(layout.root, path):
                 logger.warning("%s: symbolic link leads outside the results root; ignored", path)
                 continue
-            yield entry.name, path
+            yield entry.name, _Entry(path, link)
 
 
-def _read_marker(path: Path) -> tuple[object, str | None]:
+def _read_marker(entry: _Entry) -> tuple[Marker | None, str | None]:
+    path = entry.path
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_MARKER_BYTES, follow_links=entry.link)
     except FileNotFoundError:
         return None, None
     except OSError as exc:
@@ -172,11 +162,15 @@ def _read_marker(path: Path) -> tuple[object, str | None]:
         return None, exc.reason
 
 
-def _legacy_evidence(index: int, path: Path, marker_exists: bool) -> ProcessEvidence:
+def _legacy_evidence(index: int, entry: _Entry, marker_exists: bool) -> ProcessEvidence:
     try:
-        raw = RawProcessResult.model_validate_json(path.read_bytes())
+        data = read_regular(entry.path, MAX_LEGACY_BYTES, follow_links=entry.link)
+        raw = RawProcessResult.model_validate_json(data)
     except (OSError, ValidationError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else f"not a RawProcessResult: {exc}"
+        if isinstance(exc, OSError):
+            reason = f"{entry.path.name}: cannot read: {exc.strerror or exc}"
+        else:
+            reason = f"not a RawProcessResult: {exc}"
         return ProcessEvidence(
             index=index,
             log_error=str(reason).splitlines()[0],
@@ -234,17 +228,20 @@ def scan_experiment(
     log_indices = sorted(int(m.group(1)) for n in entries if (m := LOG_RE.fullmatch(n)))
     for index in log_indices:
         tail = tails.get(index)
-        path = entries[f"process_{index}.events.jsonl"]
-        if tail is None or tail.path != path:
-            tail = tails[index] = LogTail(path)
+        log = entries[f"process_{index}.events.jsonl"]
+        if tail is None or tail.path != log.path:
+            tail = tails[index] = LogTail(log.path, follow_links=log.link)
         tail.refresh(strict=strict)
         problems.extend(tail.cursor.problems)
-        if tail.error is not None:
-            evidence.append(ProcessEvidence(index=index, log_error=tail.error))
-            continue
         marker, marker_error = (None, None)
-        if marker_name(index) in entries:
+        if tail.error is None and marker_name(index) in entries:
             marker, marker_error = _read_marker(entries[marker_name(index)])
+            if marker is not None:
+                tail.confirm(marker.log_bytes)
+        if tail.error is not None or (tail.unread is not None and not tail.hole):
+            # A bad line without NULs is reported at once, though it is read again next time.
+            evidence.append(ProcessEvidence(index=index, log_error=tail.error or tail.unread))
+            continue
         cur = tail.cursor
         evidence.append(
             ProcessEvidence(
@@ -254,8 +251,9 @@ def scan_experiment(
                 torn_bytes=cur.torn_bytes,
                 sha256=cur.sha256,
                 last_seq=cur.state.last_seq,
-                marker=marker,  # type: ignore[arg-type]
+                marker=marker,
                 marker_error=marker_error,
+                read_error=tail.unread,
             )
         )
     orphan_markers = sorted(
@@ -271,8 +269,8 @@ def scan_experiment(
     legacy_markers = {int(m.group(1)) for n in entries if (m := LEGACY_MARKER_RE.fullmatch(n))}
     legacy = bool(legacy_indices or legacy_markers) and not log_indices
     for index in legacy_indices:
-        path = entries[f"process_{index}.json"]
-        evidence.append(_legacy_evidence(index, path, index in legacy_markers))
+        entry = entries[f"process_{index}.json"]
+        evidence.append(_legacy_evidence(index, entry, index in legacy_markers))
     if legacy and expected_processes is None:
         expected_processes = max([*legacy_indices, *legacy_markers]) + 1
     report = check_completeness(experiment_id, evidence, expected_processes)

@@ -1,0 +1,104 @@
+"""The watcher's active set: what it keeps per experiment not yet emitted (docs/watcher.md).
+
+An experiment that may still complete is ``Tracked``: one ``LogTail`` per log, so a change costs
+only the bytes appended. One that cannot complete as it stands (failed, invalid, stale) is
+``Retired`` once a scan finds nothing new: only its folder's fingerprint and its verdict are
+kept, so that a root with thousands of failed runs holds no latency arrays for them and a sweep
+opens none of their logs. Both give the same row in ``status.json``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from energy_ledger.store.reader import LogTail
+
+__all__ = ["RETIRE_QUIET_SEC", "RETIRING", "Retired", "Tracked", "status_rows"]
+
+
+@dataclass(slots=True)
+class Tracked:
+    """An active experiment: its log cursors and the last verdict on it."""
+
+    tails: dict[int, LogTail] = field(default_factory=dict)
+    state: str = "new"
+    detail: str = ""
+    last_activity_t: float = 0.0
+    signature: tuple[tuple[int, int], ...] = ()
+    stale: bool = False
+    recovered: bool = False
+    reported: str = ""
+
+    def view(self, experiment_id: str, now: float) -> dict[str, Any]:
+        """Its row in the ``active`` list of ``status.json``."""
+        return {
+            "experiment_id": experiment_id,
+            "state": self.state,
+            "detail": self.detail,
+            "idle_sec": round(now - self.last_activity_t, 1),
+            "stale": self.stale,
+            "retired": False,
+        }
+
+
+RETIRING = ("failed", "invalid")
+"""States in which an experiment leaves the active set once a scan finds nothing new (stale ones
+too): it cannot complete without its files changing."""
+RETIRE_QUIET_SEC = 5.0
+"""An experiment seen for the first time whose files are older than this retires after that first
+scan; a younger one waits for a scan that finds nothing new (its other ranks may still write).
+So a daemon starting on a root of old failed runs holds one run's state at a time, not all."""
+
+
+@dataclass(slots=True)
+class Retired:
+    """A failed, invalid or stale experiment that the sweeps no longer read.
+
+    It keeps what notices a change, its folder's ``fingerprint`` (names, inodes, sizes, mtimes;
+    ``reader.folder_fingerprint``), and what the status lists; its log cursors, with their
+    folded states and latency arrays, are dropped. It is looked at again (one ``stat`` per file,
+    no file opened) when inotify reports a change in its folder and at every full reconcile;
+    a changed fingerprint puts it back in the active set, which reads its logs from the start.
+    """
+
+    fingerprint: int
+    state: str
+    detail: str
+    reported: str
+    last_activity_t: float
+    stale: bool
+
+    def view(self, experiment_id: str, now: float) -> dict[str, Any]:
+        """Its row in the ``active`` list of ``status.json`` (``retired``: no longer read)."""
+        return {
+            "experiment_id": experiment_id,
+            "state": self.state,
+            "detail": self.detail,
+            "idle_sec": round(now - self.last_activity_t, 1),
+            "stale": self.stale,
+            "retired": True,
+        }
+
+    @classmethod
+    def of(cls, tracked: Tracked, fingerprint: int) -> Retired:
+        """What is kept of ``tracked`` when it leaves the active set."""
+        return cls(
+            fingerprint=fingerprint,
+            state=tracked.state,
+            detail=tracked.detail,
+            reported=tracked.reported,
+            last_activity_t=tracked.last_activity_t,
+            stale=tracked.stale,
+        )
+
+
+def status_rows(
+    active: Mapping[str, Tracked], retired: Mapping[str, Retired], now: float
+) -> list[dict[str, Any]]:
+    """The ``active`` list of ``status.json``: every experiment not emitted, sorted by id."""
+    rows = [t.view(e, now) for e, t in active.items()]
+    rows += [r.view(e, now) for e, r in retired.items()]
+    return sorted(rows, key=operator.itemgetter("experiment_id"))
