@@ -238,16 +238,19 @@ class TestIsolation:
     """One slow hook holds nobody up, and stopping leaves it interrupted."""
 
     def test_slow_hook_does_not_block_others(
-        self, store: StateStore, runners: Callable[..., HookRunner]
+        self, tmp_path: Path, store: StateStore, runners: Callable[..., HookRunner]
     ) -> None:
         """A hook that hangs does not delay another experiment's hook."""
-        runner = runners('[ "$2" = slow ] && sleep 30; true', store)
+        flag = tmp_path / "slow-started"
+        runner = runners(f'[ "$2" = slow ] && touch {flag} && sleep 30; true', store)
         emit(store, "slow")
         emit(store, "fast")
         runner.submit("slow")
+        wait_for(flag.exists, "the slow hook to start")
         runner.submit("fast")
         wait_for(lambda: on_disk(store, "fast") == "done", "the fast hook")
         assert on_disk(store, "slow") == "interrupted"  # started, no outcome yet
+        wait_for(lambda: store.running == {"slow"}, "only the slow hook to be running")
 
     def test_close_stops_cut_hooks_only_when_asked(
         self, tmp_path: Path, store: StateStore, runners: Callable[..., HookRunner]

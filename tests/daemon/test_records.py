@@ -80,6 +80,16 @@ class TestClaim:
             "/mnt/elsewhere/aggregated/exp-1.partial.json"
         )
 
+    def test_damaged_record_still_means_emitted(self, tmp_path: Path) -> None:
+        """A record damaged by hand is not replaced: the experiment is not emitted again."""
+        store = StateStore(tmp_path)
+        store.load()
+        (store.emitted_dir / "exp-1.json").write_bytes(b"{damaged")
+        fresh = EmissionRecord.new("exp-1", "complete", hook=True)
+        holder = store.claim(fresh)
+        assert holder is not fresh and holder.emission_id == "" and not holder.hook
+        assert (store.emitted_dir / "exp-1.json").read_bytes() == b"{damaged"
+
     def test_attempts_are_claimed_once(self, tmp_path: Path) -> None:
         """Attempt n can be started by one caller only; done cannot be undone."""
         store = StateStore(tmp_path)

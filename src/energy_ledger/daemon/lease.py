@@ -267,7 +267,11 @@ class Lease:
             )
         with self._lock:
             self.held = True
-            self._beat()
+            try:
+                self._beat()
+            except LedgerError:
+                self.release()
+                raise
 
     def _held(self, holder: LeaseInfo, why: str) -> LeaseHeldError:
         return LeaseHeldError(

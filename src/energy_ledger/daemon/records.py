@@ -321,8 +321,12 @@ class StateStore:
     def read(self, key: str) -> EmissionRecord | None:
         """The record of an emission read from disk now (and remembered).
 
+        A record that exists but does not parse (it cannot be torn: it was damaged by hand)
+        still means "emitted": it comes back with an empty ``emission_id`` and no hook owed, so
+        nothing is emitted a second time on a guess. Start-up lists it as a problem.
+
         Raises:
-            LedgerError: the record exists but cannot be read (do not emit on a guess).
+            LedgerError: the record could not be read (transient: try again later).
         """
         path = self._path(key)
         try:
@@ -333,8 +337,10 @@ class StateStore:
             raise LedgerError(f"cannot read {path}: {exc.strerror or exc}") from exc
         try:
             record = EmissionRecord.from_bytes(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LedgerError(f"{path}: unreadable emission record ({exc})") from exc
+        except (ValueError, KeyError, TypeError):
+            experiment_id, partial, _ = key.partition("@")
+            kind: Kind = "partial" if partial else "complete"
+            return EmissionRecord("", experiment_id, kind, result_relpath(experiment_id, kind), 0.0)
         with self._lock:
             self.records[key] = record
         return record

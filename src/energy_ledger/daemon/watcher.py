@@ -134,7 +134,7 @@ class Watcher:
             logger.info(
                 "%s: already emitted (emission %s); its hook is not run again",
                 key,
-                holder.emission_id,
+                holder.emission_id or "of an unreadable record",
             )
             return
         logger.info(
@@ -261,7 +261,9 @@ class Watcher:
                     logger.warning("%s: cannot recover: %s", experiment_id, exc)
                     self._error(experiment_id, f"cannot recover: {exc}")
                     continue
-                self._emitted(experiment_id, "partial", recovery.path)
+                self._emitted(
+                    experiment_id, "partial" if recovery.partial else "complete", recovery.path
+                )
 
     def _write_status(self, *, force: bool) -> None:
         now = time.time()

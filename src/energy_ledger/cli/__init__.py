@@ -1,0 +1,12 @@
+"""The ``energy-ledger`` command line: thin wrappers over library calls.
+
+``app`` (the typer application), ``cli(*args)`` (run one command line, return its exit code) and
+``main`` (the console script) are in ``cli.app``; the commands register themselves on ``app``
+from ``cli.results`` (replay, recover, validate, status, show, schema) and ``cli.run`` (watch,
+simulate), imported here for that. Only this package sets up logging handlers and exit codes.
+"""
+
+from energy_ledger.cli import results, run
+from energy_ledger.cli.app import app, cli, main, setup_logging
+
+__all__ = ["app", "cli", "main", "results", "run", "setup_logging"]
