@@ -175,8 +175,17 @@ def simulate_process(
     uuid = gpu_uuid or f"GPU-sim-{experiment_id}-{index:04d}"
     power_w = 250.0 + 100.0 * rng.random()
     base_mj = 10_000_000 + rng.randrange(1_000_000)
+    # Every event gets an explicit simulated time except the writer's own closing event
+    # (process_finished or process_failed), stamped by this clock: the simulated time of the
+    # last event, never the real time, which simulated runs may lie before or after.
+    sim_now = [t_start]
     writer = EventLogWriter.open(
-        root, experiment_id, index, flush_every_events=flush_every_events, flush_every_sec=1e9
+        root,
+        experiment_id,
+        index,
+        flush_every_events=flush_every_events,
+        flush_every_sec=1e9,
+        clock=lambda: sim_now[0],
     )
     t = t_start + 0.05 * index
     writer.append(
@@ -266,6 +275,7 @@ def simulate_process(
         truth.events = writer.next_seq
         return truth
     if fail:
+        sim_now[0] = now
         writer.fail("RuntimeError: simulated CUDA out of memory")
         truth.finished = False
         truth.window_end_t = now
@@ -282,6 +292,7 @@ def simulate_process(
         model_memory_mb=14_000.0,
         flops_method="simulated",
     )
+    sim_now[0] = we + 0.01
     writer.close()
     truth.events = writer.next_seq
     return truth
