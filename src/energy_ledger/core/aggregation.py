@@ -3,15 +3,15 @@
 Raw samples are concatenated across processes and statistics computed once. The definitions
 (documented in docs/metrics.md, where each choice is argued):
 
-- ``total_tokens`` = sum over processes of input + output tokens.
+- ``total_tokens`` = sum over the processes that count their requests (``counts_requests``) of
+  their in-window input + output tokens.
 - ``total_inference_time_sec`` = wall-clock span: latest window end minus earliest window start.
 - ``avg_tokens_per_second`` = ``total_tokens / total_inference_time_sec``.
-- Energy is counted once per physical GPU (``ProcessSummary.gpu_key``). For a GPU whose processes
-  all have counter readings: ``(max end counter - min start counter) / 1000``; otherwise the
-  largest per-process figure. ``total_energy_j`` is the sum over GPUs.
+- Energy is counted once per physical GPU, named by its UUID, over the union of its processes'
+  windows (``core.energy``); ``total_energy_j`` is the sum over GPUs.
 - ``avg_energy_per_token_j`` = ``total_energy_j / output_tokens`` (``total_tokens`` if none).
 - Baseline: per GPU, the mean baseline power of its processes; adjusted energy per GPU is
-  ``max(0, energy_j - baseline_power_w * gpu_span_sec)``; ``energy_adjusted_j`` is their sum and
+  ``max(0, energy_j - baseline_power_w * covered_sec)``; ``energy_adjusted_j`` is their sum and
   top-level ``baseline_power_w`` the sum of per-GPU baselines (idle power of all GPUs used).
 - Percentiles: linear interpolation over the concatenated lists (``stats``); ``latency_stats``
   as LLenergyMeasure means it (``core.latency``: ``itl_*`` trimmed, ``itl_full_*`` not).

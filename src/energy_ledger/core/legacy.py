@@ -60,7 +60,6 @@ def summary_from_raw(raw: RawProcessResult) -> ProcessSummary:
         run_id=None,
         world_size=None,
         experiment_id=raw.experiment_id,
-        gpu_key=f"?/gpu{raw.gpu_id}",
         gpu_uuid=None,
         hostname=None,
         window_start_t=start_t,

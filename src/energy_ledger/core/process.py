@@ -98,8 +98,6 @@ class ProcessSummary:
         raw: the schema-2.0 per-process result.
         process_index: rank (from the log; from the file name when the log has no start).
         run_id, world_size, experiment_id: what the process said about its run.
-        gpu_key: identity of the physical GPU: ``hostname/uuid`` (``hostname/gpu<id>`` without a
-            UUID); processes with the same key share one energy counter.
         window_start_t, window_end_t: the measured window (Unix seconds).
         energy_j, energy_source: the process's own energy figure and where it came from.
         counter_start_mj, counter_end_mj: raw counter readings at the window edges.
@@ -125,7 +123,6 @@ class ProcessSummary:
     run_id: str | None
     world_size: int | None
     experiment_id: str | None
-    gpu_key: str
     gpu_uuid: str | None
     hostname: str | None
     window_start_t: float | None
@@ -402,14 +399,12 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
     )
     hostname = started.hostname if started else None
     uuid = started.gpu_uuid if started else None
-    gpu_key = f"{hostname or '?'}/{uuid}" if uuid else f"{hostname or '?'}/gpu{raw.gpu_id}"
     return ProcessSummary(
         raw=raw,
         process_index=index,
         run_id=facts.run_id,
         world_size=facts.world_size,
         experiment_id=facts.experiment_id,
-        gpu_key=gpu_key,
         gpu_uuid=uuid,
         hostname=hostname,
         window_start_t=start_t,
