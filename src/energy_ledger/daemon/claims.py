@@ -20,11 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from energy_ledger.exceptions import LedgerError
-from energy_ledger.store.atomic import FILE_MODE, fsync_dir
+from energy_ledger.store.atomic import fsync_dir, write_temp
 
 __all__ = ["TempSweeper", "create_once", "is_temp_name", "remove_temp_files"]
 
@@ -44,15 +43,10 @@ def create_once(path: Path, data: bytes) -> bool:
     """
     folder = path.parent
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        tmp = write_temp(path, data)
     except OSError as exc:
         raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), FILE_MODE)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         try:
             os.link(tmp, path)
             created = True

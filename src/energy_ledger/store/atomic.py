@@ -32,6 +32,29 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def write_temp(path: Path, data: bytes) -> str:
+    """A durable temp file beside ``path`` holding ``data`` (mode ``FILE_MODE``); its name.
+
+    The caller moves it into place (``os.replace``, ``os.link``) and removes it on failure.
+
+    Raises:
+        OSError: it could not be created or written (nothing is left behind).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            # mkstemp creates 0600; results on a shared filesystem must be readable by others.
+            os.fchmod(fh.fileno(), FILE_MODE)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
@@ -42,16 +65,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        tmp = write_temp(path, data)
     except OSError as exc:
         raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
-        with os.fdopen(fd, "wb") as fh:
-            # mkstemp creates 0600; results on a shared filesystem must be readable by others.
-            os.fchmod(fh.fileno(), FILE_MODE)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
