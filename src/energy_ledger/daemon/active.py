@@ -34,14 +34,21 @@ class Tracked:
 
     def view(self, experiment_id: str, now: float) -> dict[str, Any]:
         """Its row in the ``active`` list of ``status.json``."""
-        return {
-            "experiment_id": experiment_id,
-            "state": self.state,
-            "detail": self.detail,
-            "idle_sec": round(now - self.last_activity_t, 1),
-            "stale": self.stale,
-            "retired": False,
-        }
+        return status_row(experiment_id, self, now, retired=False)
+
+
+def status_row(
+    experiment_id: str, record: Tracked | Retired, now: float, *, retired: bool
+) -> dict[str, Any]:
+    """The row of an active or retired experiment in the ``active`` list of ``status.json``."""
+    return {
+        "experiment_id": experiment_id,
+        "state": record.state,
+        "detail": record.detail,
+        "idle_sec": round(now - record.last_activity_t, 1),
+        "stale": record.stale,
+        "retired": retired,
+    }
 
 
 RETIRING = ("failed", "invalid")
@@ -73,14 +80,7 @@ class Retired:
 
     def view(self, experiment_id: str, now: float) -> dict[str, Any]:
         """Its row in the ``active`` list of ``status.json`` (``retired``: no longer read)."""
-        return {
-            "experiment_id": experiment_id,
-            "state": self.state,
-            "detail": self.detail,
-            "idle_sec": round(now - self.last_activity_t, 1),
-            "stale": self.stale,
-            "retired": True,
-        }
+        return status_row(experiment_id, self, now, retired=True)
 
     @classmethod
     def of(cls, tracked: Tracked, fingerprint: int) -> Retired:
