@@ -29,16 +29,6 @@ MEASUREMENT_MODE = "true_streaming"
 """``LatencyMeasurementMode`` value for per-token timings logged as they happened."""
 
 
-def trimmed_count(n_intervals: int) -> int:
-    """How many of a request's ``n_intervals`` inter-token latencies the trimmed ITL keeps.
-
-    LLenergyMeasure's rule (``collect_itl_measurements``): the first interval (may still carry
-    prefill or scheduling effects) and the last (end-of-sequence handling) are left out when a
-    request has at least 3 intervals; a shorter request contributes nothing to the trimmed list.
-    """
-    return n_intervals - 2 if n_intervals >= 3 else 0
-
-
 def latency_statistics(
     ttft_ms: Values, itl_trimmed_ms: Values, itl_full_ms: Values
 ) -> LatencyStatistics | None:
