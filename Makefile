@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[report]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
@@ -24,9 +24,11 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	rm -rf $(DEMO_ROOT)
-	$(BIN)/energy-ledger simulate $(DEMO_ROOT) --experiments 1 --processes 4 --requests 300
-	$(BIN)/energy-ledger replay $(DEMO_ROOT)
+	$(BIN)/energy-ledger simulate $(DEMO_ROOT) --experiments 6 --processes 4 --requests 300 --sweep
+	$(BIN)/energy-ledger replay --report $(DEMO_ROOT)
 	$(BIN)/energy-ledger show $(DEMO_ROOT)
+	@echo "report: $(abspath $(DEMO_ROOT))/aggregated/sim-0000.report.html"
+	@echo "comparison: $(abspath $(DEMO_ROOT))/aggregated/report.html"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts

@@ -1,4 +1,4 @@
-"""energy-ledger benchmarks: replay, scaling and memory, the watcher daemon, the recorder.
+"""energy-ledger benchmarks: replay, scaling and memory, the daemon, the recorder, the report.
 
 Every comparison is measured side by side in one run and reported as a ratio, because machines are
 noisy: contenders are interleaved (the order rotates each repetition) and medians are taken.
@@ -17,7 +17,8 @@ See docs/performance.md for what each figure means and the latest results.
 The sections live in sibling modules, imported by name (``python scripts/bench.py`` puts this
 folder first on ``sys.path``): ``bench_report`` (modes, rows, table, targets), ``bench_logs``
 (generated inputs), ``bench_replay`` (sections 1, 2 and 5), ``bench_baseline`` (section 1 against
-a baseline revision), ``bench_daemon`` (sections 3 and 4) and ``bench_recorder`` (section 6).
+a baseline revision), ``bench_daemon`` (sections 3 and 4), ``bench_recorder`` (section 6) and
+``bench_pages`` (section 7, the HTML report).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import orjson
 from bench_baseline import DEFAULT_BASELINE_REF, bench_baseline
 from bench_daemon import bench_daemon_idle, bench_daemon_latency
 from bench_logs import no_fsync, write_log
+from bench_pages import bench_pages
 from bench_replay import bench_incremental, bench_memory, bench_replay, bench_scaling
 from bench_report import SIZES, Report, Sizes, machine_info, verdict
 
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where to write inputs (default: a temp dir)")
     parser.add_argument(
         "--only",
-        default="1,2,3,4,5,6",
+        default="1,2,3,4,5,6,7",
         help="comma-separated sections to run (default: all)",
     )
     parser.add_argument(
@@ -114,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_daemon_idle(report, sizes, work)
         if "6" in only:
             bench_recorder(report, sizes, work)
+        if "7" in only:
+            bench_pages(report, sizes, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.perf_counter() - started

@@ -47,15 +47,16 @@ class Sizes:
     recorder_requests: int
     sampler_sec: float
     baseline_rounds: int
+    report_experiments: int
 
 
 SIZES = {
     "full": Sizes("full", 1_000_000, 5, 3, 100_000, 5, 1_000_000_000, 50, 1.0, 1000, 10.0, 20,
-                  200_000, 10.0, 5),
+                  200_000, 10.0, 5, 1000),
     "quick": Sizes("quick", 200_000, 3, 1, 25_000, 3, 100_000_000, 20, 0.25, 200, 3.0, 10,
-                   50_000, 2.0, 3),
+                   50_000, 2.0, 3, 200),
     "smoke": Sizes("smoke", 3_000, 2, 1, 1_000, 1, 1_000_000, 3, 0.2, 5, 0.5, 3,
-                   2_000, 0.3, 1),
+                   2_000, 0.3, 1, 5),
 }  # fmt: skip
 
 

@@ -36,6 +36,7 @@ PURE_STDLIB = frozenset(
         "heapq",
         "io",
         "itertools",
+        "json",
         "logging",
         "math",
         "numbers",
@@ -208,7 +209,8 @@ class TestLayers:
         [
             ("daemon", ("recorder", "gpu")),
             ("recorder", ("daemon", "pipeline", "cli")),
-            ("store", ("daemon", "recorder", "gpu", "pipeline", "cli")),
+            ("store", ("daemon", "recorder", "gpu", "pipeline", "cli", "report")),
+            ("report", ("daemon", "recorder", "gpu", "cli")),
         ],
     )
     def test_shell_layers_keep_apart(self, layer: str, forbidden: tuple[str, ...]) -> None:
@@ -222,7 +224,37 @@ class TestLayers:
             refused = sorted(n for n in names if _within(n, prefixes))
             assert not refused, f"{path}: {refused}"
 
-    @pytest.mark.parametrize("layer", ["core", "store", "daemon", "recorder", "gpu"])
+    @pytest.mark.parametrize(
+        ("library", "module"),
+        [("matplotlib", "report.figures"), ("jinja2", "report.html")],
+    )
+    def test_optional_report_libraries_enter_in_one_module(self, library: str, module: str) -> None:
+        """matplotlib and jinja2 (the ``report`` extra) are imported by one module each, so a
+        GPU node without them can use everything else."""
+        importers = sorted(
+            name
+            for name, path in _modules().items()
+            if any(n.split(".")[0] == library for n in _imports(path.read_text(encoding="utf-8")))
+        )
+        assert importers == [f"{PACKAGE}.{module}"]
+
+    @pytest.mark.parametrize("module", ["report.model", "report.digest"])
+    def test_report_view_model_is_pure(self, module: str) -> None:
+        """What a page shows is computed by pure code (the core's allow-list, plus the report's
+        own pure modules); drawing and writing are elsewhere."""
+        external, internal = ALLOWED["core"]
+        path = SRC / (module.replace(".", "/") + ".py")
+        names = _imports(path.read_text(encoding="utf-8"), f"{PACKAGE}.report")
+        pure = (*internal, f"{PACKAGE}.report.model", f"{PACKAGE}.report.digest", *LEAF_MODULES)
+        refused = sorted(
+            n
+            for n in names
+            if (n.split(".")[0] == PACKAGE and n != PACKAGE and not _within(n, pure))
+            or (n.split(".")[0] not in (PACKAGE, *external))
+        )
+        assert not refused, f"{path}: {refused}"
+
+    @pytest.mark.parametrize("layer", ["core", "store", "daemon", "recorder", "gpu", "report"])
     def test_subpackage_init_imports_nothing(self, layer: str) -> None:
         """A subpackage's ``__init__`` holds only its docstring, so importing one module of it
         loads nothing else (``import energy_ledger`` stays light)."""

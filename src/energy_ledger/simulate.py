@@ -7,6 +7,12 @@ can compare the aggregated result against it.
 
 Energy model: each simulated GPU draws a constant power ``power_w`` plus per-sample noise; its
 counter reads ``base_mj + round(power_w * (t - t0) * 1000)`` (integer millijoules, as NVML gives).
+
+A sweep (``sweep=True``) gives each experiment a batch size from ``SWEEP_BATCH_SIZES`` (in its
+``effective_config``) and a warm-up phase with samples before the window. A batch of ``b``
+requests runs at once: each request takes longer (``40 ms * (1 + 0.25 log2 b)`` median) and the
+GPU draws more power, but requests complete ``b`` times as often, so energy per token falls as
+latency rises: the trade-off a report's Pareto chart shows.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ T0 = 1_767_225_600.0
 """2026-01-01T00:00:00Z: simulated runs start here (plus one hour per experiment)."""
 
 SAMPLE_PERIOD_SEC = 0.1
+SWEEP_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+"""The batch sizes a sweep cycles through, one per experiment."""
+WARMUP_SEC = 1.5
+"""How long a sweep's warm-up runs before the window (with samples, outside the window)."""
 
 LOG_BYTES_PER_REQUEST = 870
 """Measured log bytes per simulated request with inter-token latencies (samples included)."""
@@ -166,6 +176,7 @@ def simulate_process(
     flush_every_events: int = 4096,
     keep_samples: bool = True,
     progress: Progress | None = None,
+    batch_size: int | None = None,
 ) -> ProcessTruth:
     """Write one process's log (and marker unless it crashes or fails); return its truth.
 
@@ -174,6 +185,9 @@ def simulate_process(
     """
     uuid = gpu_uuid or f"GPU-sim-{experiment_id}-{index:04d}"
     power_w = 250.0 + 100.0 * rng.random()
+    batch = batch_size or 1
+    if batch_size is not None:
+        power_w += 45.0 * math.log2(batch)
     base_mj = 10_000_000 + rng.randrange(1_000_000)
     # Every event gets an explicit simulated time except the writer's own closing event
     # (process_finished or process_failed), stamped by this clock: the simulated time of the
@@ -204,7 +218,7 @@ def simulate_process(
         config_name="simulated",
         model_name="sim-gpt",
         measurement_config_hash="sim0000000000000",
-        effective_config={"model": "sim-gpt", "n": requests * world_size, "simulated": True},
+        effective_config=_config(requests * world_size, batch_size),
         environment=simulated_environment(uuid),
     )
     writer.append(
@@ -216,6 +230,8 @@ def simulate_process(
         measured_at="2026-01-01T00:00:00+00:00",
     )
     ws = t + 0.5
+    if batch_size is not None:
+        ws = _warm_up(writer, rng, base_mj, power_w, t, t + 0.02, t + 0.02 + WARMUP_SEC)
     truth = ProcessTruth(index, uuid, ws, ws, _counter(base_mj, power_w, t, ws), 0)
     writer.append("window_started", t=ws, energy_mj=truth.counter_start_mj)
     now = ws
@@ -228,8 +244,8 @@ def simulate_process(
         if progress is not None and i - reported >= PROGRESS_EVERY_REQUESTS:
             progress(i - reported)
             reported = i
-        latency_ms = rng.lognormvariate(math.log(40.0), 0.5)
-        end = now + latency_ms / 1000.0
+        latency_ms = rng.lognormvariate(math.log(40.0 * (1 + 0.25 * math.log2(batch))), 0.5)
+        end = now + latency_ms / 1000.0 / batch
         while next_sample <= end:
             writer.append(
                 "sample",
@@ -298,6 +314,48 @@ def simulate_process(
     return truth
 
 
+def _config(n: int, batch_size: int | None) -> dict[str, object]:
+    config: dict[str, object] = {"model": "sim-gpt", "n": n, "simulated": True}
+    if batch_size is not None:
+        config["batch_size"] = batch_size
+    return config
+
+
+def _warm_up(
+    writer: EventLogWriter,
+    rng: random.Random,
+    base_mj: int,
+    power_w: float,
+    t0: float,
+    start: float,
+    end: float,
+) -> float:
+    """Warm-up samples from ``start`` to ``end`` and the ``warmup`` event; the window's start."""
+    t = start
+    while t < end:
+        writer.append(
+            "sample",
+            t=t,
+            power_w=power_w * (0.6 + 0.4 * (t - start) / (end - start)) + rng.uniform(-5.0, 5.0),
+            energy_mj=_counter(base_mj, power_w, t0, t),
+            temperature_c=45.0 + 10.0 * (t - start) / (end - start),
+            sm_util_pct=60.0 + 20.0 * rng.random(),
+            memory_used_mb=20_000.0,
+            throttle_reasons=0,
+        )
+        t += SAMPLE_PERIOD_SEC
+    writer.append(
+        "warmup",
+        t=end,
+        converged=True,
+        final_cv=0.04,
+        iterations_completed=5,
+        target_cv=0.05,
+        max_prompts=5,
+    )
+    return end + 0.05
+
+
 def simulate(
     root: str | os.PathLike[str],
     *,
@@ -312,6 +370,7 @@ def simulate(
     prefix: str = "sim",
     keep_samples: bool = True,
     progress: Progress | None = None,
+    sweep: bool = False,
 ) -> list[ExperimentTruth]:
     """Write ``experiments`` synthetic experiments of ``processes`` processes under ``root``.
 
@@ -324,6 +383,8 @@ def simulate(
         keep_samples: keep every latency in the returned truth (``False``: totals only).
         progress: called as requests are written (the CLI draws a progress bar with it); a
             crashed process reports its planned requests, so the total always adds up.
+        sweep: give experiment ``n`` the batch size ``SWEEP_BATCH_SIZES[n % 6]`` and a warm-up
+            (see the module docstring).
     """
     rng = random.Random(seed)
     root_path = Path(root)
@@ -332,6 +393,7 @@ def simulate(
         experiment_id = f"{prefix}-{n:04d}"
         run_id = f"run-{seed}-{n}"
         t_start = T0 + 3600.0 * n
+        batch = SWEEP_BATCH_SIZES[n % len(SWEEP_BATCH_SIZES)] if sweep else None
         procs = []
         for index in range(processes):
             crashed = index >= processes - crash
@@ -352,6 +414,7 @@ def simulate(
                     fail=failed,
                     keep_samples=keep_samples,
                     progress=progress,
+                    batch_size=batch,
                 )
             )
         truths.append(ExperimentTruth(experiment_id, run_id, procs))

@@ -39,14 +39,27 @@ def replay(
         bool, typer.Option("--force", help="Replay even results that look up to date.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only problems.")] = False,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="Also write the HTML report of each result written (or lacking one), and "
+            "the comparison page.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Aggregate every complete experiment under ROOT that has no up-to-date result.
 
     Exit 0 when every experiment is complete and written, 1 when one is pending, invalid or
-    failed, 2 when a result could not be written.
+    failed, 2 when a result could not be written (or, with --report, a page).
     """
     from energy_ledger.pipeline import count_experiments, replay_root, tally
+
+    if report:
+        from energy_ledger.report.extra import require_report_libraries
+
+        require_report_libraries()
 
     total = count_experiments(root)
     if total > PROGRESS_THRESHOLD and err.is_terminal and not (quiet or as_json):
@@ -59,10 +72,28 @@ def replay(
         outcomes = replay_root(root, force=force)
     counts = tally(outcomes)
     code = EXIT_ERROR if counts["errors"] else EXIT_NOT_COMPLETE if counts["not_complete"] else 0
+    reports: dict[str, Any] = {}
+    if report:
+        done = _reports_after_replay(root, outcomes, quiet=quiet or as_json)
+        if done.problems:
+            code = EXIT_ERROR
+        reports = {
+            "reports": {
+                "pages": [str(w.page) for w in done.pages],
+                "comparison": str(done.comparison.page) if done.comparison else None,
+                "problems": done.problems,
+            }
+        }
     if as_json:
         experiments = [dataclasses.asdict(o) for o in outcomes]
         print_json(
-            {"root": root.absolute(), "experiments": experiments, **counts, "exit_code": code}
+            {
+                "root": root.absolute(),
+                "experiments": experiments,
+                **counts,
+                **reports,
+                "exit_code": code,
+            }
         )
         raise typer.Exit(code)
     shown = [o for o in outcomes if not quiet or o.state != "complete" or o.action == "error"]
@@ -74,7 +105,28 @@ def replay(
         f"{counts['not_complete']} not complete"
     )
     out.print(summary + (f", {counts['errors']} could not be written" if counts["errors"] else ""))
+    if reports:
+        pages = reports["reports"]
+        out.print(f"reports: {len(pages['pages'])} pages written; comparison {pages['comparison']}")
+        for problem in pages["problems"]:
+            err.print(f"report problem: {problem}")
     raise typer.Exit(code)
+
+
+def _reports_after_replay(root: Path, outcomes: list[Any], *, quiet: bool) -> Any:
+    """The pages of the results just written, or that have no page yet; then the comparison."""
+    from energy_ledger.cli.report import write_root
+    from energy_ledger.report.build import page_name
+    from energy_ledger.store.layout import results_root
+
+    aggregated = results_root(root).aggregated_dir
+    ids = [
+        o.experiment_id
+        for o in outcomes
+        if o.path is not None
+        and (o.action == "written" or not (aggregated / page_name(o.experiment_id)).exists())
+    ]
+    return write_root(root, ids, png=False, svg=False, quiet=quiet)
 
 
 @app.command(cls=Command)

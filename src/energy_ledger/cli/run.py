@@ -68,6 +68,10 @@ def watch(
     log_format: Annotated[
         str | None, typer.Option("--log-format", metavar="FORMAT", help="Log format: text or json.")
     ] = None,
+    report: Annotated[
+        bool | None,
+        typer.Option("--report", help="Write each result's HTML report, and the comparison page."),
+    ] = None,
 ) -> None:
     """Run the daemon: emit every experiment under ROOT once, as soon as it is complete."""
     import os
@@ -85,10 +89,15 @@ def watch(
         "stale_after_sec": stale_after,
         "recover_stale": recover_stale,
         "lease_timeout_sec": lease_timeout,
+        "report": report,
         # ``energy-ledger --log-format json watch`` counts as a flag too.
         "log_format": log_format or options.get("log_format"),
     }
     settings = load_watch_config(config, os.environ, overrides)
+    if settings.report:
+        from energy_ledger.report.extra import require_report_libraries
+
+        require_report_libraries()
     setup_logging(max(1, options.get("verbose", 0)), settings.log_format)
     code = run_watch(root, settings)
     if code:
@@ -112,6 +121,12 @@ def simulate(
     truth: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Also write the ground truth as JSON here.")
     ] = None,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep", help="Vary the batch size over the experiments (with a warm-up phase)."
+        ),
+    ] = False,
 ) -> None:
     """Write realistic synthetic runs through the ledger writer (no GPU needed)."""
     from energy_ledger.simulate import simulate as run_simulation
@@ -124,7 +139,15 @@ def simulate(
     if (warning := size_warning(**size)) is not None:
         err.print(f"warning: {warning} under {root}")
     run = functools.partial(
-        run_simulation, root, seed=seed, crash=crash, fail=fail, torn=torn, prefix=prefix, **size
+        run_simulation,
+        root,
+        seed=seed,
+        crash=crash,
+        fail=fail,
+        torn=torn,
+        prefix=prefix,
+        sweep=sweep,
+        **size,
     )
     total = experiments * processes * requests
     if total > SIMULATE_PROGRESS_REQUESTS and err.is_terminal:

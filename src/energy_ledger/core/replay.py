@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -48,6 +49,8 @@ CHUNK_BYTES = 1 << 16
 MAX_LINE_BYTES = 16 << 20
 """The longest line the reader takes (16 MiB; its ``\\n`` not counted). No event comes near it:
 the largest, ``process_started`` with an environment snapshot, is some kilobytes."""
+Observer = Callable[[Sequence[Event | UnknownEvent]], None]
+"""Called with each batch of folded events (``ReplayCursor.observer``)."""
 TOO_LONG = f"line is longer than {MAX_LINE_BYTES:,} bytes (16 MiB), the most a line may hold"
 CRLF = "line ends with \\r\\n; lines must end with a single \\n (no CRLF)"
 
@@ -62,6 +65,9 @@ class ReplayCursor:
         state: the folded state.
         torn_bytes: bytes after ``offset`` that had no ``\\n`` yet at the last read.
         problems: lines skipped in lenient mode, as messages naming file and line.
+        observer: called with each batch of events right after it is folded, in log order
+            (``core.timeline`` builds its time series this way); it sees exactly the events
+            the state holds.
     """
 
     offset: int = 0
@@ -69,6 +75,7 @@ class ReplayCursor:
     state: ProcessState = field(default_factory=ProcessState)
     torn_bytes: int = 0
     problems: list[str] = field(default_factory=list)
+    observer: Observer | None = field(default=None, repr=False, compare=False)
     _digest: Any = field(default_factory=hashlib.sha256, repr=False)
 
     @property
@@ -84,6 +91,7 @@ class ReplayCursor:
             state=self.state.copy(),
             torn_bytes=self.torn_bytes,
             problems=list(self.problems),
+            observer=self.observer,
             _digest=self._digest.copy(),
         )
 
@@ -174,6 +182,8 @@ def _fold_block(cur: ReplayCursor, block: bytes, path: str | None, strict: bool)
         events = decode_block(lines)
         if events is not None and _in_order(cur.state, events):
             apply_all(cur.state, events)
+            if cur.observer is not None:
+                cur.observer(events)
             cur.lines += len(lines)
             cur._digest.update(block)
             cur.offset += len(block)
@@ -271,6 +281,8 @@ def _fold_line(cur: ReplayCursor, line: bytes, path: str | None, strict: bool) -
         where = f"{path or '<stream>'}:{cur.lines}"
         logger.warning("%s: skipped event of unknown type %r", where, event.type_name)
     apply(state, event)
+    if cur.observer is not None:
+        cur.observer((event,))
 
 
 def _skip(cur: ReplayCursor, error: FormatError) -> None:
@@ -289,6 +301,7 @@ __all__ = [
     "CHUNK_BYTES",
     "FORMAT_VERSION",
     "MAX_LINE_BYTES",
+    "Observer",
     "ReplayCursor",
     "replay_bytes",
     "replay_stream",

@@ -103,20 +103,10 @@ def _clock_warnings(processes: Sequence[ProcessSummary]) -> list[str]:
                 f"clock_stepped: process {p.process_index}'s wall clock moved "
                 f"{p.wall_step_sec:.3f} s against its monotonic clock during the run"
             )
-    hosts: dict[str, tuple[float, float]] = {}
-    for p in processes:
-        if p.clock_offset_sec is None or not p.hostname:
-            continue
-        error = p.clock_offset_error_sec or 0.0
-        known = hosts.get(p.hostname)
-        if known is None or error < known[1]:
-            hosts[p.hostname] = (p.clock_offset_sec, error)
+    hosts = host_offsets(processes)
     if len(hosts) < 2:
         return out
-    ahead = max(hosts, key=lambda h: (hosts[h][0], h))
-    behind = min(hosts, key=lambda h: (hosts[h][0], h))
-    skew = hosts[ahead][0] - hosts[behind][0]
-    error = hosts[ahead][1] + hosts[behind][1]
+    skew, error = _spread(hosts)
     if skew - error > CLOCK_SKEW_SEC:
         offsets = ", ".join(f"{h} {hosts[h][0]:+.3f} s" for h in sorted(hosts))
         out.append(
@@ -125,3 +115,34 @@ def _clock_warnings(processes: Sequence[ProcessSummary]) -> list[str]:
             f"clock: {offsets}. Windows on different hosts are compared on skewed clocks"
         )
     return out
+
+
+def host_offsets(processes: Sequence[ProcessSummary]) -> dict[str, tuple[float, float]]:
+    """Each host's clock minus the results filesystem's, with its error bound, in seconds.
+
+    A host with several processes takes the reading with the smallest error.
+    """
+    hosts: dict[str, tuple[float, float]] = {}
+    for p in processes:
+        if p.clock_offset_sec is None or not p.hostname:
+            continue
+        error = p.clock_offset_error_sec or 0.0
+        known = hosts.get(p.hostname)
+        if known is None or error < known[1]:
+            hosts[p.hostname] = (p.clock_offset_sec, error)
+    return hosts
+
+
+def _spread(hosts: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    ahead = max(hosts, key=lambda h: (hosts[h][0], h))
+    behind = min(hosts, key=lambda h: (hosts[h][0], h))
+    return hosts[ahead][0] - hosts[behind][0], hosts[ahead][1] + hosts[behind][1]
+
+
+def clock_skew(processes: Sequence[ProcessSummary]) -> tuple[float, float] | None:
+    """The largest disagreement between the hosts' clocks and its error bound, in seconds.
+
+    ``None`` with fewer than two hosts that read their clock offset (nothing to compare).
+    """
+    hosts = host_offsets(processes)
+    return _spread(hosts) if len(hosts) >= 2 else None

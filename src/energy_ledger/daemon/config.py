@@ -49,6 +49,8 @@ class WatchConfig:
         hook_backoff_sec: delay before the first retry of a failed run; it doubles each time.
         hook_timeout_sec: a hook still running after this long is killed (a failed attempt).
         debounce_sec: how long to let a burst of events settle before scanning.
+        report: write each emitted experiment's report page, and the comparison page, off the
+            loop's thread (``daemon.reports``).
     """
 
     polling: bool | None = None
@@ -64,6 +66,7 @@ class WatchConfig:
     hook_backoff_sec: float = 1.0
     hook_timeout_sec: float = 600.0
     debounce_sec: float = 0.005
+    report: bool = False
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -116,6 +119,7 @@ ENV_VARS: dict[str, str] = {
     "ENERGY_LEDGER_STATE_DIR": "state_dir",
     "ENERGY_LEDGER_LOG_FORMAT": "log_format",
     "ENERGY_LEDGER_HOOK_MAX_ATTEMPTS": "hook_max_attempts",
+    "ENERGY_LEDGER_REPORT": "report",
 }
 """Environment variables and the setting each one sets."""
 

@@ -35,6 +35,7 @@ from energy_ledger.daemon.gate import claim_emission
 from energy_ledger.daemon.hooks import HookRunner
 from energy_ledger.daemon.lease import Lease
 from energy_ledger.daemon.records import Kind, StateStore, emission_key, state_dir_for
+from energy_ledger.daemon.reports import ReportWriter
 from energy_ledger.daemon.sources import InotifySource, choose_polling
 from energy_ledger.daemon.status import MAX_LISTED, StatusFile, status_view
 from energy_ledger.exceptions import LeaseLostError, LedgerError
@@ -75,6 +76,7 @@ class Watcher:
         self.store = StateStore(self.state_dir)
         self.lease = Lease(self.state_dir, config.lease_timeout_sec)
         self.hooks: HookRunner | None = None
+        self.reports: ReportWriter | None = None
         self.source: InotifySource | None = None
         self.polling = False
         self.fs_type: str | None = None
@@ -146,6 +148,8 @@ class Watcher:
         )
         if self.hooks is not None:
             self.hooks.submit(key)
+        if self.reports is not None:
+            self.reports.submit(experiment_id)
 
     def _process(self, experiment_id: str) -> None:
         """Scan one experiment from where its cursors stopped; emit it when complete."""
@@ -346,6 +350,8 @@ class Watcher:
                 timeout_sec=self.config.hook_timeout_sec,
             )
             self.hooks.resume_unfinished()
+        if self.config.report:
+            self.reports = ReportWriter(self.layout.root)
         self._start_source()
         try:
             return self._loop()
@@ -354,6 +360,8 @@ class Watcher:
                 self.source.stop()
             if self.hooks is not None:
                 self.hooks.close(grace_sec=0.8)
+            if self.reports is not None:
+                self.reports.close()
             if not self.lease.lost:  # status.json belongs to the holder now
                 self._write_status(force=True)
 

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from energy_ledger.exceptions import LedgerError
+from energy_ledger.store.files import read_regular
 
 FILE_MODE = 0o644
 """Mode of the files written (mkstemp would leave them private to their owner)."""
@@ -84,9 +85,11 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         True when the file was written, False when it was already up to date.
     """
     try:
-        if path.read_bytes() == data:
+        # Read as a regular file, with a bound: a FIFO or device put there is never opened
+        # for reading (it could block), and a file longer than ``data`` cannot equal it.
+        if read_regular(path, len(data)) == data:
             return False
-    except OSError:
+    except OSError:  # missing, longer, not a regular file: replace it
         pass
     write_atomic(path, data)
     return True

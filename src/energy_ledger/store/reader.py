@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from energy_ledger.core.completeness import CompletenessReport, ProcessEvidence,
 from energy_ledger.core.legacy import summary_from_raw
 from energy_ledger.core.marker import Marker, parse_marker
 from energy_ledger.core.process import ProcessSummary, facts_of, summarize_process
+from energy_ledger.core.replay import Observer
 from energy_ledger.core.state import ProcessState
 from energy_ledger.exceptions import FormatError, LedgerError, UnsafePathError
 from energy_ledger.models import RawProcessResult
@@ -189,6 +190,7 @@ def scan_experiment(
     tails: dict[int, LogTail] | None = None,
     strict: bool = True,
     expected_processes: int | None = None,
+    observe: Callable[[int], Observer] | None = None,
 ) -> ExperimentScan:
     """Read one experiment folder and check its completeness.
 
@@ -199,6 +201,9 @@ def scan_experiment(
             passes its own so that only appended bytes are read.
         strict: reject corrupt lines (``True``) or skip them and go on (``False``, ``recover``).
         expected_processes: override the world size the logs declare.
+        observe: for a log read from its start here (no tail given for it), the observer its
+            replay cursor calls with every batch of events folded (``core.timeline``), by
+            process index.
 
     Raises:
         UnsafePathError: the folder name is not a valid experiment id, or it leads outside the
@@ -231,6 +236,8 @@ def scan_experiment(
         log = entries[f"process_{index}.events.jsonl"]
         if tail is None or tail.path != log.path:
             tail = tails[index] = LogTail(log.path, follow_links=log.link)
+            if observe is not None:
+                tail.cursor.observer = observe(index)
         tail.refresh(strict=strict)
         problems.extend(tail.cursor.problems)
         marker, marker_error = (None, None)
