@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from energy_ledger.report.checks import Check
 from energy_ledger.report.model import (
-    FIGURES,
-    Check,
     ComparisonRow,
     ComparisonView,
     ExperimentView,
@@ -20,6 +19,7 @@ from energy_ledger.report.model import (
     KeyFigure,
     ProcessRow,
 )
+from energy_ledger.report.numbers import FIGURES
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import energy_ledger.report.figures as figs
+import energy_ledger.report.scatter as scatter
 from energy_ledger.core.replay import Observer
 from energy_ledger.core.timeline import TimelineBuilder
 from energy_ledger.pipeline import replay_root
@@ -128,7 +129,7 @@ def drawn(sim_view: ExperimentView) -> list[figs.FigureOut]:
 @pytest.fixture(scope="module")
 def drawn_comparison(sim_comparison: ComparisonView) -> list[figs.FigureOut]:
     """The comparison figures of ``sim_comparison``, drawn once for the module."""
-    return figs.comparison_figures(sim_comparison)
+    return scatter.comparison_figures(sim_comparison)
 
 
 @pytest.fixture
@@ -200,7 +201,7 @@ class TestDeterminism:
     ) -> None:
         """Settings a user's matplotlibrc could hold do not reach the figures."""
         with mpl.rc_context({"lines.linewidth": 4.0, "font.size": 20.0, "svg.hashsalt": None}):
-            again = figs.comparison_figures(sim_comparison)
+            again = scatter.comparison_figures(sim_comparison)
         assert [f.svg for f in again] == [f.svg for f in drawn_comparison]
 
 
@@ -414,7 +415,7 @@ class TestComparisonFigures:
         rows = list(sim_comparison.rows)
         rows[0] = replace(rows[0], figures={**rows[0].figures, "energy_per_output_token_j": None})
         view = comparison_view(rows)
-        for fig in figs.comparison_figures(view):
+        for fig in scatter.comparison_figures(view):
             drawn = sum(markers(fig.svg, i) for i in ids(fig.svg) if i.startswith("points-"))
             assert drawn == len(rows) - 1, fig.name
 
@@ -450,14 +451,14 @@ class TestComparisonFigures:
 
     def test_no_rows_says_so(self) -> None:
         """Without results both Pareto figures remain, saying "no results"."""
-        out = figs.comparison_figures(comparison_view([]))
+        out = scatter.comparison_figures(comparison_view([]))
         assert [f.name for f in out] == ["pareto-p50", "pareto-p95"]
         assert all("no results" in texts(f.svg) for f in out)
 
     def test_param_slugs_stay_unique(self, sim_comparison: ComparisonView) -> None:
         """Two parameters with the same slug get distinct figure names."""
         view = replace(sim_comparison, params=("a.b", "a_b"))
-        names = [f.name for f in figs.comparison_figures(view)]
+        names = [f.name for f in scatter.comparison_figures(view)]
         assert names[2:] == ["param-a-b", "param-a-b-2"]
 
 
@@ -470,7 +471,7 @@ class TestHelpers:
     )
     def test_slug(self, text: str, expected: str) -> None:
         """Lowercase, every character outside [a-z0-9] a dash."""
-        assert figs.slug(text) == expected
+        assert scatter.slug(text) == expected
 
     @pytest.mark.parametrize(
         ("d", "expected"),

@@ -25,8 +25,8 @@ from energy_ledger.core.aggregation import aggregate_results
 from energy_ledger.core.process import ProcessSummary, summarize_process
 from energy_ledger.core.replay import replay_bytes
 from energy_ledger.core.timeline import TimelineBuilder
-from energy_ledger.pipeline import replay_root
-from energy_ledger.report import model
+from energy_ledger.pipeline import recover_experiment, replay_root
+from energy_ledger.report import checks, model, numbers
 from energy_ledger.report.digest import (
     AggregationDigest,
     EnergyDigest,
@@ -91,7 +91,7 @@ def four(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
     return _experiment(root, expected_processes=4, markers=(4, 4))
 
 
-def _check(view: model.ExperimentView, label: str) -> model.Check:
+def _check(view: model.ExperimentView, label: str) -> checks.Check:
     (check,) = [c for c in view.checks if c.label == label]
     return check
 
@@ -132,18 +132,18 @@ class TestFiguresOf:
             "processes": 4,
             "gpus": 4,
         }
-        assert model.figures_of(four.digest) == expected
+        assert numbers.figures_of(four.digest) == expected
 
     def test_average_power_is_energy_over_covered_seconds(self, four: Experiment) -> None:
         """Summed over the GPUs, each GPU's energy over the seconds its intervals cover."""
         gpus = four.loaded["aggregation"]["gpus"]
         power = sum(g["energy_j"] / sum(b - a for a, b in g["intervals"]) for g in gpus)
-        assert model.figures_of(four.digest)["avg_power_w"] == pytest.approx(power, rel=1e-9)
+        assert numbers.figures_of(four.digest)["avg_power_w"] == pytest.approx(power, rel=1e-9)
 
     def test_page_figures_are_the_figures(self, four: Experiment) -> None:
         """The page shows every figure of ``FIGURES``, in its order, with ``figures_of``'s value."""
-        figures = model.figures_of(four.digest)
-        assert [f.key for f in four.view.figures] == [k for k, _, _ in model.FIGURES]
+        figures = numbers.figures_of(four.digest)
+        assert [f.key for f in four.view.figures] == [k for k, _, _ in numbers.FIGURES]
         assert all(f.value == figures[f.key] for f in four.view.figures)
 
 
@@ -191,8 +191,8 @@ class TestRequestsOf:
         self, digest: ResultDigest, requests: int | None, per_request_j: float | None
     ) -> None:
         """840 J over the requests counted; no requests, no figure (never a division by 0)."""
-        assert model.requests_of(digest) == requests
-        figures = model.figures_of(digest)
+        assert numbers.requests_of(digest) == requests
+        figures = numbers.figures_of(digest)
         assert figures["requests"] == requests
         assert figures["energy_per_request_j"] == per_request_j
 
@@ -249,12 +249,6 @@ class TestNumericParams:
                   "i": None, "j": math.nan, "k": -math.inf, "l": {}}  # fmt: skip
         assert model.numeric_params(config) == {"b": 1.0, "c.d": 2.5, "c.e.f": -3.0}
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=OverflowError,
-        reason="an integer beyond float range (msgspec decodes any JSON integer) makes "
-        "numeric_params raise OverflowError instead of leaving the value out as non-finite",
-    )
     def test_an_integer_too_large_for_a_float_is_left_out(self) -> None:
         """A foreign result with ``n`` = 10**400 gives a row without that parameter."""
         data = b'{"experiment_id": "x", "effective_config": {"n": 1' + b"0" * 400 + b', "m": 2}}'
@@ -585,11 +579,20 @@ class TestClockSkew:
         assert _check(view, "Clock skew").status == status
         assert _check(view, "Processes").status == "ok"
 
-    def test_partial_result(self) -> None:
-        """A result marked partial fails the processes line even when all are there."""
-        summaries = [summarize_process(replay_bytes(_clock_log(0, "a", 0.0)).state)]
-        result = aggregate_results(summaries, "exp", partial=True, partial_reason="no marker")
-        view = model.experiment_view(decode_digest(result_to_json_bytes(result)), (), summaries)
+    def test_partial_result(self, tmp_path: Path) -> None:
+        """A recovered result: marked partial, the processes line fails, the reason shown."""
+        simulate(tmp_path, processes=2, requests=10, seed=3, crash=1)
+        recovery = recover_experiment(tmp_path / "raw" / "sim-0000")
+        loaded = json.loads(recovery.path.read_bytes())
+        view = model.experiment_view(decode_digest(recovery.path.read_bytes()))
         assert view.partial
+        assert view.partial_reason == loaded["aggregation"]["completeness"]["error_message"]
+        assert view.partial_reason
         assert _check(view, "Processes").status == "fail"
         assert np.isfinite(view.t0)
+
+    def test_a_complete_result_has_no_reason(self, four: Experiment) -> None:
+        """Nothing to explain when the result is complete."""
+        assert not four.view.partial
+        assert four.view.partial_reason is None
+        assert four.view.run_id == four.loaded["aggregation"]["run_id"]

@@ -26,7 +26,7 @@ def _in_thread(path: Path, data: bytes) -> tuple[threading.Thread, list[object]]
     def target() -> None:
         try:
             outcome.append(write_if_changed(path, data))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test to assert on
+        except BaseException as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=target, daemon=True)

@@ -32,7 +32,7 @@ from energy_ledger.core.timeline import ProcessTimeline, TimelineBuilder
 from energy_ledger.exceptions import FormatError, LedgerError, UnsafePathError
 from energy_ledger.pipeline import aggregate_scan
 from energy_ledger.report.digest import decode_digest
-from energy_ledger.report.figures import FigureOut, comparison_figures, experiment_figures
+from energy_ledger.report.figures import FigureOut, experiment_figures
 from energy_ledger.report.html import render_comparison, render_experiment
 from energy_ledger.report.model import (
     ComparisonRow,
@@ -41,6 +41,7 @@ from energy_ledger.report.model import (
     comparison_view,
     experiment_view,
 )
+from energy_ledger.report.scatter import comparison_figures
 from energy_ledger.store.atomic import write_if_changed
 from energy_ledger.store.exporters import result_to_json_bytes
 from energy_ledger.store.files import read_regular

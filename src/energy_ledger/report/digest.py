@@ -85,7 +85,8 @@ class AggregationDigest(_Struct, frozen=True):
     num_processes: int = 0
     partial: bool = False
     completeness: CompletenessDigest | None = None
-    run_id: str | None = None
+    run_id: str | list[str] | None = None
+    """One run id, or the sorted list when the processes name several (the aggregator's rule)."""
     output_tokens_per_second: float | None = None
     gpus: list[GpuDigest] = []
     warnings: list[str] = []

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,8 +40,6 @@ from matplotlib.patches import Patch
 from numpy.typing import NDArray
 
 from energy_ledger.report.model import (
-    ComparisonRow,
-    ComparisonView,
     ExperimentView,
     PowerSeries,
     Span,
@@ -59,7 +56,6 @@ TIMELINE_MAX_HEIGHT_IN = 12.0
 MIN_GPU_HEIGHT_IN = 1.0
 """Below this a subplot is unreadable, so past 12 GPUs the figure grows instead."""
 HIST_SIZE_IN = (5.0, 3.0)
-SCATTER_SIZE_IN = (6.4, 4.2)
 MAX_BINS = 60
 """Histogram bins at most: the SVG holds one path per non-empty bin, whatever the sample count."""
 TAIL_QUANTILE = 99.5
@@ -84,17 +80,6 @@ HISTOGRAMS = (
     ("latency-ttft", "ttft_ms", "ttft", "Time to first token", "time to first token", "requests"),
     ("latency-itl", "itl_ms", "itl", "Inter-token latency", "inter-token latency", "intervals"),
 )  # fmt: skip
-ENERGY_KEY = "energy_per_output_token_j"
-ENERGY_LABEL = "energy per output token (J)"
-
-# (partial, has warnings) -> legend label, marker, face colour, edge colour
-POINT_STYLES: dict[tuple[bool, bool], tuple[str, str, str, str]] = {
-    (False, False): ("complete", "o", "#1f77b4", "#1f77b4"),
-    (False, True): ("with warnings", "^", "#ff7f0e", "#ff7f0e"),
-    (True, False): ("partial", "s", "none", "#7f7f7f"),
-    (True, True): ("partial, with warnings", "D", "none", "#ff7f0e"),
-}
-
 _SVG_METADATA = ("Date", "Creator", "Format", "Type")
 """What matplotlib would write into an SVG's <metadata> (a date, its version, a URL): none."""
 
@@ -144,7 +129,7 @@ def _style(name: str) -> Iterator[None]:
         yield
 
 
-def _draw(
+def draw_figure(
     name: str,
     title: str,
     size_in: tuple[float, float],
@@ -165,14 +150,14 @@ def _draw(
     return FigureOut(name, title, inline_ready(svg.getvalue().decode("utf-8")), png_bytes)
 
 
-def _message(ax: Axes, text: str) -> None:
+def message(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="#555555")
 
 
-def _blank(fig: Figure, text: str) -> None:
+def blank(fig: Figure, text: str) -> None:
     ax = fig.add_subplot()
     ax.set_axis_off()
-    _message(ax, text)
+    message(ax, text)
 
 
 # --- experiment page ----------------------------------------------------------------------
@@ -228,7 +213,7 @@ def _power_timeline(view: ExperimentView, png: bool) -> FigureOut:
 
     def draw(fig: Figure) -> None:
         if not series:
-            _blank(fig, "no samples")
+            blank(fig, "no samples")
             return
         axes = fig.subplots(len(series), 1, sharex=True, squeeze=False)[:, 0]
         edges = [t for s in series for t in _series_edges(s)]
@@ -245,7 +230,7 @@ def _power_timeline(view: ExperimentView, png: bool) -> FigureOut:
                 top_w = max(float(np.max(s.power_w)), 1.0)
                 ax.set_ylim(0.0, top_w / THROTTLE_BAND[0])
             else:
-                _message(ax, "no power samples")
+                message(ax, "no power samples")
             bands = merge_spans(s.throttled, gap_sec)
             lo, hi = THROTTLE_BAND
             if bands:
@@ -268,7 +253,7 @@ def _power_timeline(view: ExperimentView, png: bool) -> FigureOut:
         fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False)
 
     size = (WIDTH_IN, _timeline_height_in(len(series)))
-    return _draw("power-timeline", "Power over time, per GPU", size, png, draw)
+    return draw_figure("power-timeline", "Power over time, per GPU", size, png, draw)
 
 
 def _series_edges(s: PowerSeries) -> list[float]:
@@ -289,7 +274,7 @@ def _energy_per_gpu(view: ExperimentView, png: bool) -> FigureOut:
 
     def draw(fig: Figure) -> None:
         if not gpus:
-            _blank(fig, "no GPU energy")
+            blank(fig, "no GPU energy")
             return
         ax = fig.add_subplot()
         x = np.arange(len(gpus), dtype=np.float64)
@@ -320,7 +305,7 @@ def _energy_per_gpu(view: ExperimentView, png: bool) -> FigureOut:
         ax.legend(loc="upper right", frameon=False, ncols=2)
 
     size = (min(WIDTH_IN, max(5.0, 1.1 * len(gpus) + 2.0)), 3.6)
-    return _draw(
+    return draw_figure(
         "energy-per-gpu", "Energy per GPU: raw and above the idle baseline", size, png, draw
     )
 
@@ -379,7 +364,7 @@ def _histogram(
         ax.legend(loc="upper right", frameon=False)
 
     count = f"{len(values):,} {ylabel}"
-    return _draw(name, f"{title} ({count})", HIST_SIZE_IN, png, draw)
+    return draw_figure(name, f"{title} ({count})", HIST_SIZE_IN, png, draw)
 
 
 def _percentiles(values: Floats, given: dict[str, float | int | None]) -> dict[str, float]:
@@ -397,162 +382,12 @@ def _tail_note(values: Floats, edges: Floats, over: int) -> str:
     return f"{over:,} {what} above {edges[-1]:.3g} ms not drawn (max {values.max():.3g} ms)"
 
 
-# --- comparison page ----------------------------------------------------------------------
-
-
-def comparison_figures(view: ComparisonView, *, png: bool = False) -> list[FigureOut]:
-    """The comparison page's figures: ``pareto-p50``, ``pareto-p95``, then ``param-<slug>``.
-
-    One parameter scatter per name in ``view.params``; two names with the same slug get
-    ``-2``, ``-3`` suffixes so that every name stays unique on the page.
-    """
-    out = [
-        _pareto(view, "p50", view.frontier_p50, png),
-        _pareto(view, "p95", view.frontier_p95, png),
-    ]
-    taken = {f.name for f in out}
-    for param in view.params:
-        name = unique_name(f"param-{slug(param)}", taken)
-        taken.add(name)
-        out.append(_param_scatter(view, param, name, png))
-    return out
-
-
-def slug(text: str) -> str:
-    """``text`` lowercased, with every character outside [a-z0-9] made "-"."""
-    return re.sub(r"[^a-z0-9]", "-", text.lower())
-
-
-def unique_name(name: str, taken: set[str]) -> str:
-    """``name``, or ``name-2``, ``name-3``, ... : the first one not in ``taken``."""
-    candidate, n = name, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{name}-{n}"
-    return candidate
-
-
-def _number(value: float | int | None) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _points(
-    rows: Sequence[ComparisonRow], x_of: Callable[[ComparisonRow], float | int | None]
-) -> dict[int, tuple[float, float]]:
-    """(x, energy per output token) of every row that has both, by row index."""
-    out: dict[int, tuple[float, float]] = {}
-    for i, row in enumerate(rows):
-        x, y = _number(x_of(row)), _number(row.figures.get(ENERGY_KEY))
-        if x is not None and y is not None:
-            out[i] = (x, y)
-    return out
-
-
-def _scatter(
-    ax: Axes, rows: Sequence[ComparisonRow], points: dict[int, tuple[float, float]]
-) -> list[Artist]:
-    """Draw the points, one artist per kind (``points-<kind>``); return the legend handles.
-
-    One artist a kind, not a point: a thousand experiments draw in a tenth of the time, and the
-    SVG holds one marker definition per kind and a ``<use>`` per point.
-    """
-    by_kind: dict[tuple[bool, bool], list[tuple[float, float]]] = {}
-    for i, point in points.items():
-        by_kind.setdefault((rows[i].partial, bool(rows[i].warnings)), []).append(point)
-    handles: list[Artist] = []
-    for kind, (label, marker, face, edge) in POINT_STYLES.items():
-        group = by_kind.get(kind)
-        if not group:
-            continue
-        (drawn,) = ax.plot(
-            [x for x, _ in group],
-            [y for _, y in group],
-            marker=marker,
-            ls="none",
-            ms=6,
-            mfc=face,
-            mec=edge,
-            mew=1.2,
-            zorder=3,
-            label=label,
-        )
-        drawn.set_gid(f"points-{slug(label)}")
-        handles.append(drawn)
-    return handles
-
-
-def _pareto(view: ComparisonView, latency: str, frontier: Sequence[int], png: bool) -> FigureOut:
-    key = f"e2e_latency_{latency}_ms"
-    rows = view.rows
-    points = _points(rows, lambda r: r.figures.get(key))
-
-    def draw(fig: Figure) -> None:
-        if not rows:
-            _blank(fig, "no results")
-            return
-        ax = fig.add_subplot()
-        if not points:
-            _message(ax, f"no experiment has both e2e latency {latency} and energy per token")
-        handles = _scatter(ax, rows, points)
-        front = [i for i in frontier if i in points]
-        if front:
-            (line,) = ax.step(
-                [points[i][0] for i in front],
-                [points[i][1] for i in front],
-                where="post",
-                color="#2ca02c",
-                lw=1.2,
-                zorder=2,
-                label="Pareto frontier",
-            )
-            line.set_gid("frontier")
-            handles.append(line)
-            for i in front:
-                ax.annotate(
-                    rows[i].experiment_id,
-                    points[i],
-                    xytext=(4, 4),
-                    textcoords="offset points",
-                    fontsize=6.5,
-                    color="#333333",
-                )
-        ax.margins(0.08)
-        ax.set_xlabel(f"end-to-end latency {latency} (ms)")
-        ax.set_ylabel(ENERGY_LABEL)
-        if handles:
-            ax.legend(handles=handles, loc="upper right", frameon=False)
-
-    title = f"Energy per output token against end-to-end latency {latency}"
-    return _draw(f"pareto-{latency}", title, SCATTER_SIZE_IN, png, draw)
-
-
-def _param_scatter(view: ComparisonView, param: str, name: str, png: bool) -> FigureOut:
-    rows = view.rows
-    points = _points(rows, lambda r: r.params.get(param))
-
-    def draw(fig: Figure) -> None:
-        ax = fig.add_subplot()
-        if not points:
-            _message(ax, "no experiment has both values")
-        handles = _scatter(ax, rows, points)
-        ax.margins(0.08)
-        ax.set_xlabel(param)
-        ax.set_ylabel(ENERGY_LABEL)
-        if handles:
-            ax.legend(handles=handles, loc="upper right", frameon=False)
-
-    return _draw(name, f"Energy per output token against {param}", SCATTER_SIZE_IN, png, draw)
-
-
 __all__ = [
     "FigureOut",
-    "comparison_figures",
+    "blank",
+    "draw_figure",
     "experiment_figures",
     "histogram_counts",
     "merge_spans",
-    "slug",
-    "unique_name",
+    "message",
 ]

@@ -3,9 +3,9 @@
 ``experiment_view`` turns one result (its ``ResultDigest``), the process timelines and the
 process summaries into an ``ExperimentView``; ``comparison_view`` turns many digests into a
 ``ComparisonView``. Neither draws or formats anything: ``report.figures`` draws the views and
-``report.html`` lays them out. Every number comes from the result as written (``figures_of``),
-except the few derived here, whose formulas docs/metrics.md gives ("Report"): J per request,
-and the clock-skew estimate. The timelines feed only the pictures, downsampled for display.
+``report.html`` lays them out. Every number comes from the result as written
+(``report.numbers``); the banner's checks are in ``report.checks``. The timelines feed only the
+pictures, downsampled for display.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,29 +23,14 @@ from energy_ledger.core.downsample import minmax_downsample
 from energy_ledger.core.pareto import pareto_front
 from energy_ledger.core.process import ProcessSummary
 from energy_ledger.core.timeline import ProcessTimeline
-from energy_ledger.core.validity import (
-    CLOCK_SKEW_SEC,
-    MIN_WINDOW_SEC,
-    STEADY_STATE_UNSTABLE_SEC,
-    STEADY_STATE_WARN_SEC,
-    clock_skew,
-)
-from energy_ledger.report.digest import GpuDigest, ResultDigest
+from energy_ledger.report.checks import Check, gpu_label, gpu_row_label, validity_checks
+from energy_ledger.report.digest import ResultDigest
+from energy_ledger.report.numbers import FIGURES, figures_of, request_count
 
 Floats = NDArray[np.float64]
-Status = Literal["ok", "warn", "fail", "info"]
 
 TIMELINE_BUCKETS = 600
 """Time buckets per power series on the experiment page (at most 4 points each)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One line of the validity banner."""
-
-    label: str
-    status: Status
-    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,207 +164,6 @@ class ComparisonView:
     problems: tuple[str, ...] = field(default=())
 
 
-FIGURES: tuple[tuple[str, str, str], ...] = (
-    ("energy_per_output_token_j", "Energy per output token", "J"),
-    ("energy_per_request_j", "Energy per request", "J"),
-    ("total_energy_j", "Total energy", "J"),
-    ("energy_adjusted_j", "Energy above idle baseline", "J"),
-    ("avg_power_w", "Average power (all GPUs)", "W"),
-    ("tokens_per_second", "Throughput (all tokens)", "tokens/s"),
-    ("output_tokens_per_second", "Throughput (output tokens)", "tokens/s"),
-    ("requests", "Requests", ""),
-    ("output_tokens", "Output tokens", ""),
-    ("inference_time_sec", "Measured time", "s"),
-    ("ttft_p50_ms", "TTFT p50", "ms"),
-    ("ttft_p95_ms", "TTFT p95", "ms"),
-    ("ttft_p99_ms", "TTFT p99", "ms"),
-    ("itl_p50_ms", "ITL p50", "ms"),
-    ("itl_p95_ms", "ITL p95", "ms"),
-    ("itl_p99_ms", "ITL p99", "ms"),
-    ("e2e_latency_p50_ms", "End-to-end latency p50", "ms"),
-    ("e2e_latency_p95_ms", "End-to-end latency p95", "ms"),
-    ("e2e_latency_p99_ms", "End-to-end latency p99", "ms"),
-)
-"""Every key figure, in page order: (name in ``figures_of``, label, unit)."""
-
-
-def requests_of(d: ResultDigest) -> int | None:
-    """Requests measured: the e2e latency samples, else the processes' request counts."""
-    e2e = d.extended_metrics.request_latency if d.extended_metrics else None
-    if e2e is not None and e2e.e2e_latency_samples:
-        return e2e.e2e_latency_samples
-    counts = [_request_count(p) for p in d.process_results]
-    known = [c for c in counts if c is not None]
-    return sum(known) if known else None
-
-
-def _request_count(p: Any) -> int | None:
-    lm = p.inference_metrics.latency_measurements
-    if lm is not None and lm.request_count is not None:
-        return int(lm.request_count)
-    return len(p.per_request_latencies_ms) or None
-
-
-def figures_of(d: ResultDigest) -> dict[str, float | int | None]:
-    """The key figures of a result, by name; the values are the result's own fields.
-
-    Two are derived (docs/metrics.md, "Report"): ``energy_per_request_j`` is
-    ``total_energy_j / requests``, and ``avg_power_w`` is the sum over the physical GPUs of
-    each one's ``avg_power_w`` in ``aggregation.gpus`` (its energy over its covered seconds).
-    """
-    lat = d.latency_stats
-    e2e = d.extended_metrics.request_latency if d.extended_metrics else None
-    requests = requests_of(d)
-    gpus = d.aggregation.gpus if d.aggregation else []
-    powers = [g.avg_power_w for g in gpus if g.avg_power_w is not None]
-    output_tokens = sum(p.inference_metrics.output_tokens for p in d.process_results)
-    return {
-        "energy_per_output_token_j": d.avg_energy_per_token_j,
-        "energy_per_request_j": d.total_energy_j / requests if requests else None,
-        "total_energy_j": d.total_energy_j,
-        "energy_adjusted_j": d.energy_adjusted_j,
-        "avg_power_w": sum(powers) if powers else None,
-        "tokens_per_second": d.avg_tokens_per_second,
-        "output_tokens_per_second": d.aggregation.output_tokens_per_second
-        if d.aggregation
-        else None,
-        "requests": requests,
-        "output_tokens": output_tokens,
-        "inference_time_sec": d.total_inference_time_sec,
-        "ttft_p50_ms": lat.ttft_median_ms if lat else None,
-        "ttft_p95_ms": lat.ttft_p95_ms if lat else None,
-        "ttft_p99_ms": lat.ttft_p99_ms if lat else None,
-        "itl_p50_ms": lat.itl_median_ms if lat else None,
-        "itl_p95_ms": lat.itl_p95_ms if lat else None,
-        "itl_p99_ms": lat.itl_p99_ms if lat else None,
-        "e2e_latency_p50_ms": e2e.e2e_latency_median_ms if e2e else None,
-        "e2e_latency_p95_ms": e2e.e2e_latency_p95_ms if e2e else None,
-        "e2e_latency_p99_ms": e2e.e2e_latency_p99_ms if e2e else None,
-        "processes": len(d.process_results),
-        "gpus": len(gpus),
-    }
-
-
-def gpu_label(key: str, uuid: str | None, hostname: str | None, gpu_id: int | None = None) -> str:
-    """A GPU's name for a legend: host and device index, else its UUID's end, else the process.
-
-    The UUID is what the energy attribution groups by (``core.energy.gpu_key``); the device
-    index is what a user recognises, and with the host it is unique in an experiment.
-    """
-    kind, _, name = key.partition(":")
-    if kind == "process" and gpu_id is None:
-        return f"process {name}'s GPU"
-    if gpu_id is not None:
-        return f"{hostname} GPU {gpu_id}" if hostname else f"GPU {gpu_id}"
-    short = (uuid or name)[-8:]
-    return f"{hostname} GPU …{short}" if hostname else f"GPU …{short}"
-
-
-def _gpu_row_label(g: GpuDigest, d: ResultDigest) -> str:
-    """``gpu_label`` of an ``aggregation.gpus`` entry, with its first process's device index."""
-    ids = {p.process_index: p.gpu_id for p in d.process_results}
-    first = next((ids[i] for i in g.process_indices if i in ids), None)
-    return gpu_label(g.key, g.uuid, g.hostname, first)
-
-
-def _checks(
-    d: ResultDigest,
-    summaries: Sequence[ProcessSummary],
-    expected: int | None,
-    markers: tuple[int, int] | None,
-) -> list[Check]:
-    out: list[Check] = []
-    seen = len(d.process_results)
-    want = expected if expected is not None else seen
-    out.append(
-        Check(
-            "Processes",
-            "ok" if seen == want and not d.partial else "fail",
-            f"{seen} of {want} expected processes in the result",
-        )
-    )
-    if markers is not None:
-        valid, total = markers
-        out.append(
-            Check(
-                "Completion markers",
-                "ok" if valid == total == want else "fail",
-                f"{valid} valid markers for {total} logs",
-            )
-        )
-    gpus = d.aggregation.gpus if d.aggregation else []
-    sources = sorted({g.energy_source for g in gpus})
-    counter_only = sources == ["counter"]
-    out.append(
-        Check(
-            "Energy method",
-            "ok" if counter_only else "warn",
-            "; ".join(f"{_gpu_row_label(g, d)}: {g.energy_source}" for g in gpus)
-            or "no GPU energy",
-        )
-    )
-    windows = [p.energy_metrics.duration_sec for p in d.process_results]
-    shortest = min(windows) if windows else 0.0
-    out.append(
-        Check(
-            "Measured window",
-            "ok" if shortest >= MIN_WINDOW_SEC else "warn",
-            f"shortest {shortest:.2f} s (at least {MIN_WINDOW_SEC:.1f} s wanted)",
-        )
-    )
-    if d.measurement_methodology == "steady_state":
-        covered = min((g.span_sec for g in gpus), default=0.0)
-        status: Status = (
-            "ok"
-            if covered >= STEADY_STATE_WARN_SEC
-            else "warn"
-            if covered >= STEADY_STATE_UNSTABLE_SEC
-            else "fail"
-        )
-        out.append(
-            Check(
-                "Steady state",
-                status,
-                f"{covered:.1f} s measured (at least {STEADY_STATE_WARN_SEC:.0f} s wanted, "
-                f"under {STEADY_STATE_UNSTABLE_SEC:.0f} s is unstable)",
-            )
-        )
-    skew = clock_skew(summaries)
-    if skew is None:
-        out.append(Check("Clock skew", "info", "one host, or no clock readings: not estimated"))
-    else:
-        seconds, error = skew
-        out.append(
-            Check(
-                "Clock skew",
-                "ok" if seconds - error <= CLOCK_SKEW_SEC else "warn",
-                f"{seconds * 1000:.0f} ms ± {error * 1000:.0f} ms between hosts "
-                f"(bound {CLOCK_SKEW_SEC * 1000:.0f} ms)",
-            )
-        )
-    throttle = d.thermal_throttle
-    if throttle is None or not throttle.detected:
-        out.append(Check("Throttling", "ok", "none reported"))
-    else:
-        kinds = [k for k, on in (("power", throttle.power), ("thermal", throttle.thermal)) if on]
-        out.append(
-            Check(
-                "Throttling",
-                "warn",
-                f"{' and '.join(kinds) or 'slowdown'} for {throttle.throttle_duration_sec:.1f} s",
-            )
-        )
-    count = len(d.measurement_warnings)
-    out.append(
-        Check(
-            "Warnings",
-            "ok" if count == 0 else "warn",
-            "none" if count == 0 else f"{count} (listed below)",
-        )
-    )
-    return out
-
-
 def _rel(t: float, t0: float) -> float:
     return t - t0
 
@@ -444,6 +228,14 @@ def _unix(text: str) -> float | None:
         return None
 
 
+def _run_id(d: ResultDigest) -> str | None:
+    """The run id, or the run ids joined when the processes name several."""
+    run = d.aggregation.run_id if d.aggregation else None
+    if isinstance(run, list):
+        return ", ".join(run) or None
+    return run
+
+
 def _partial_reason(d: ResultDigest) -> str | None:
     """Why a partial result is incomplete, in the completeness report's words."""
     agg = d.aggregation
@@ -481,17 +273,17 @@ def experiment_view(
         partial_reason=_partial_reason(d),
         methodology=d.measurement_methodology,
         config_hash=d.measurement_config_hash,
-        run_id=d.aggregation.run_id if d.aggregation else None,
+        run_id=_run_id(d),
         start_time=d.start_time,
         end_time=d.end_time,
         t0=t0,
-        checks=tuple(_checks(d, summaries, expected_processes, markers)),
+        checks=tuple(validity_checks(d, summaries, expected_processes, markers)),
         warnings=tuple(d.measurement_warnings),
         figures=tuple(KeyFigure(k, label, figures[k], unit) for k, label, unit in FIGURES),
         gpus=tuple(
             GpuRow(
                 key=g.key,
-                label=_gpu_row_label(g, d),
+                label=gpu_row_label(g, d),
                 hostname=g.hostname,
                 process_indices=tuple(g.process_indices),
                 energy_j=g.energy_j,
@@ -508,7 +300,7 @@ def experiment_view(
                 process_index=p.process_index,
                 gpu_id=p.gpu_id,
                 gpu_name=p.gpu_name,
-                requests=_request_count(p),
+                requests=request_count(p),
                 output_tokens=p.inference_metrics.output_tokens,
                 energy_j=p.energy_metrics.total_energy_j,
                 avg_power_w=p.energy_metrics.gpu_power_w,
@@ -535,7 +327,10 @@ def numeric_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, flo
             for k, v in value.items():
                 stack.append((f"{path}.{k}" if path else str(k), v))
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float (only foreign files have one)
+                continue
             if math.isfinite(number):
                 out[path] = number
     return dict(sorted(out.items()))
@@ -604,8 +399,6 @@ def to_json_text(value: Mapping[str, Any]) -> str:
 
 
 __all__ = [
-    "FIGURES",
-    "Check",
     "ComparisonRow",
     "ComparisonView",
     "ExperimentView",
@@ -617,8 +410,6 @@ __all__ = [
     "comparison_row",
     "comparison_view",
     "experiment_view",
-    "figures_of",
     "numeric_params",
-    "requests_of",
     "to_json_text",
 ]
