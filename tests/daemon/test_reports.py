@@ -31,11 +31,6 @@ from tests.helpers import child_env, read_status, wait_for
 HINT = "pip install 'energy-ledger[report]'"
 IDS = ["sim-0000", "sim-0001", "sim-0002"]
 
-CONFIG_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="daemon.config: _typed/_parsed know no 'report' setting, so `watch --report`, "
-    "ENERGY_LEDGER_REPORT=1 and [watch] report = true all fail: unknown setting 'report'",
-)
 
 RUN_WATCH = """
 import sys
@@ -110,6 +105,16 @@ def spy_on(
     spy = Spy(getattr(writer._build, name), gate)
     monkeypatch.setattr(writer._build, name, spy)
     return spy
+
+
+def recorder(calls: list[WatchConfig]) -> Callable[[Path, WatchConfig], int]:
+    """A stand-in for ``run_watch`` that records the config it is given and returns 0."""
+
+    def fake_run_watch(root: Path, config: WatchConfig) -> int:
+        calls.append(config)
+        return 0
+
+    return fake_run_watch
 
 
 def comparison_ids(root: Path) -> set[str]:
@@ -234,7 +239,6 @@ class TestReportWriter:
 class TestWatchReportFlag:
     """``watch --report`` checks for the report libraries before the daemon starts."""
 
-    @CONFIG_BUG
     @pytest.mark.parametrize(
         ("args", "env"),
         [(["--report"], {}), ([], {"ENERGY_LEDGER_REPORT": "1"})],
@@ -256,16 +260,13 @@ class TestWatchReportFlag:
             monkeypatch.setenv(key, value)
         monkeypatch.setattr("energy_ledger.report.extra.missing_libraries", lambda: ["matplotlib"])
         calls: list[WatchConfig] = []
-        monkeypatch.setattr(
-            "energy_ledger.daemon.run.run_watch", lambda root, config: calls.append(config) or 0
-        )
+        monkeypatch.setattr("energy_ledger.daemon.run.run_watch", recorder(calls))
         assert cli("watch", str(tmp_path), *args) == 2
         err = capsys.readouterr().err
         assert HINT in err and "matplotlib" in err and "Traceback" not in err
         assert calls == []
         assert not (tmp_path / ".energy-ledger").exists()
 
-    @CONFIG_BUG
     @pytest.mark.parametrize(
         ("args", "env", "config"),
         [
@@ -288,9 +289,7 @@ class TestWatchReportFlag:
         for key in [k for k in os.environ if k.startswith("ENERGY_LEDGER_")]:
             monkeypatch.delenv(key)
         calls: list[WatchConfig] = []
-        monkeypatch.setattr(
-            "energy_ledger.daemon.run.run_watch", lambda root, config: calls.append(config) or 0
-        )
+        monkeypatch.setattr("energy_ledger.daemon.run.run_watch", recorder(calls))
         assert cli("watch", str(tmp_path)) == 0
         for key, value in env.items():
             monkeypatch.setenv(key, value)
@@ -347,7 +346,7 @@ def start_daemon(
 class TestDaemonWritesReports:
     """The daemon with reports on, as a real process."""
 
-    @pytest.mark.parametrize("how", [pytest.param("cli", marks=CONFIG_BUG), "run_watch"])
+    @pytest.mark.parametrize("how", ["cli", "run_watch"])
     def test_pages_appear_and_sigterm_exits_0(
         self, tmp_path: Path, start_daemon: Callable[[str, Path], Daemon | Started], how: str
     ) -> None:
@@ -381,8 +380,8 @@ class TestDaemonWritesReports:
         wait_for(names_every_id, "a comparison page naming every experiment", timeout_sec=60)
         for experiment_id in ids:
             assert (aggregated / f"{experiment_id}.json").is_file()
-            page = (aggregated / f"{experiment_id}.report.html").read_text()
-            assert experiment_id in page and 'id="partial-badge"' not in page
+            shown = (aggregated / f"{experiment_id}.report.html").read_text()
+            assert experiment_id in shown and 'id="partial-badge"' not in shown
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=15) == 0, daemon.output
         assert "Traceback" not in daemon.output

@@ -462,11 +462,6 @@ class TestComparison:
         assert sorted(parsed.rows) == ["sim-0000", "sim-0001"]
         assert "bad.json" in written.page.read_text()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="comparison_rows calls progress only after a row that decoded: with the last "
-        "result file unreadable the last call is (n-1, n), so a progress bar never completes",
-    )
     def test_progress_counts_every_file(self, root: Path) -> None:
         """``progress(done, total)`` is called once per result file, the last with (n, n),
         unreadable files included."""

@@ -131,6 +131,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(WatchConfig)}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _STRINGS = {"on_emit", "state_dir", "log_format"}
+_BOOLEANS = {"recover_stale", "report"}
 
 
 def _kind(value: Any) -> str:
@@ -154,7 +155,7 @@ def _typed(name: str, value: Any, where: str) -> Any:
         if value == "auto":
             return None
         raise wrong('true, false or "auto"')
-    if name == "recover_stale":
+    if name in _BOOLEANS:
         if isinstance(value, bool):
             return value
         raise wrong("true or false")
@@ -185,7 +186,7 @@ def _parsed(name: str, text: str, where: str) -> Any:
         if lowered in _TRUE | _FALSE:
             return lowered in _TRUE
         raise ConfigError(f"{where} must be true, false or auto, got {text!r}")
-    if name == "recover_stale":
+    if name in _BOOLEANS:
         if lowered in _TRUE | _FALSE:
             return lowered in _TRUE
         raise ConfigError(f"{where} must be true or false, got {text!r}")

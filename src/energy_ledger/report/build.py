@@ -206,12 +206,11 @@ def comparison_rows(
             digest = decode_digest(read_regular(path, MAX_RESULT_BYTES), path=str(path))
         except FormatError as exc:
             problems.append(str(exc))
-            continue
         except OSError as exc:
             problems.append(f"{path}: cannot read: {exc.strerror or exc}")
-            continue
-        page = page_name(digest.experiment_id)
-        rows.append(comparison_row(digest, page if (aggregated / page).is_file() else None))
+        else:
+            page = page_name(digest.experiment_id)
+            rows.append(comparison_row(digest, page if (aggregated / page).is_file() else None))
         if progress is not None:
             progress(n, len(files))
     return rows, problems
