@@ -60,6 +60,15 @@ COLUMNS = [
     "max_temperature_c",
     "warnings",
     "partial",
+    # 0.2: the columns an analyst filters on, appended.
+    "model_name",
+    "config_name",
+    "gpu_name",
+    "ttft_p50_ms",
+    "itl_p50_ms",
+    "itl_p99_ms",
+    "e2e_latency_p50_ms",
+    "warnings_text",
 ]
 
 FLOAT_COLUMNS: dict[str, Callable[[ExperimentResult], Any]] = {
@@ -73,6 +82,10 @@ FLOAT_COLUMNS: dict[str, Callable[[ExperimentResult], Any]] = {
     "ttft_p95_ms": lambda r: r.latency_stats.ttft_p95_ms,
     "itl_mean_ms": lambda r: r.latency_stats.itl_mean_ms,
     "e2e_latency_p99_ms": lambda r: r.extended_metrics.request_latency.e2e_latency_p99_ms,
+    "ttft_p50_ms": lambda r: r.latency_stats.ttft_median_ms,
+    "itl_p50_ms": lambda r: r.latency_stats.itl_median_ms,
+    "itl_p99_ms": lambda r: r.latency_stats.itl_p99_ms,
+    "e2e_latency_p50_ms": lambda r: r.extended_metrics.request_latency.e2e_latency_median_ms,
 }
 
 
@@ -164,9 +177,14 @@ class TestCsvValues:
         (row,) = rows(csv_bytes([partial]))
         assert row["partial"] == "true"
 
-    def test_previous_header_is_this_one_without_partial(self) -> None:
-        """The one earlier header is today's without its last column (so it is recognised)."""
-        assert (tuple(COLUMNS[:-1]),) == PREVIOUS_HEADERS
+    def test_previous_headers_are_prefixes_of_this_one(self) -> None:
+        """The earlier headers are today's up to ``warnings`` (before ``partial``) and up to
+        ``partial`` (before the 0.2 columns), so an older file is recognised."""
+        upto = COLUMNS.index
+        assert PREVIOUS_HEADERS == (
+            tuple(COLUMNS[: upto("warnings") + 1]),
+            tuple(COLUMNS[: upto("partial") + 1]),
+        )
 
 
 class TestCsvFiles:
@@ -224,3 +242,37 @@ class TestJson:
         assert data.endswith(b"}\n")
         assert not data.endswith(b"\n\n")
         assert data.startswith(b'{\n  "schema_version": "2.0"')
+
+
+class TestAnalystColumns:
+    """The 0.2 columns: what an analyst filters on, at the end of the row."""
+
+    def test_names_and_warnings_text(self, results: list[ExperimentResult]) -> None:
+        """Names are the processes' (one distinct value each here); the warnings' text is every
+        ``measurement_warnings`` entry, in order, joined by `` | ``."""
+        with_warning = results[0].model_copy(
+            update={"measurement_warnings": ["first: a", "second: b"]}
+        )
+        table = list(csv.DictReader(io.StringIO(csv_bytes([with_warning, *results[1:]]).decode())))
+        row = table[0]
+        process = results[0].process_results[0]
+        assert row["model_name"] == process.model_name
+        assert row["config_name"] == process.config_name
+        assert row["gpu_name"] == process.gpu_name
+        assert row["warnings_text"] == "first: a | second: b"
+        assert row["warnings"] == "2"
+        assert table[1]["warnings_text"] == " | ".join(results[1].measurement_warnings)
+
+    def test_distinct_names_are_joined(self, results: list[ExperimentResult]) -> None:
+        """Processes that ran different models give both names, sorted, joined by ``;``."""
+        first, second = results[0].process_results[:2]
+        mixed = results[0].model_copy(
+            update={
+                "process_results": [
+                    first.model_copy(update={"model_name": "zeta"}),
+                    second.model_copy(update={"model_name": "alpha"}),
+                ]
+            }
+        )
+        row = next(csv.DictReader(io.StringIO(csv_bytes([mixed]).decode())))
+        assert row["model_name"] == "alpha;zeta"

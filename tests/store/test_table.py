@@ -20,7 +20,12 @@ from energy_ledger.exceptions import UnsafePathError
 from energy_ledger.models import ExperimentResult
 from energy_ledger.simulate import simulate
 from energy_ledger.store import results as results_module
-from energy_ledger.store.exporters import CSV_HEADER, csv_bytes, result_to_json_bytes
+from energy_ledger.store.exporters import (
+    CSV_HEADER,
+    PREVIOUS_HEADERS,
+    csv_bytes,
+    result_to_json_bytes,
+)
 from energy_ledger.store.layout import ResultsLayout
 from energy_ledger.store.reader import scan_experiment
 from energy_ledger.store.table import (
@@ -209,11 +214,14 @@ class TestForeignCsv:
         assert sync.moved_to is None
         assert ids(layout) == ["part-0000", "sim-0000", "sim-0001", "sim-0002"]
 
+    @pytest.mark.parametrize("columns", [len(h) for h in PREVIOUS_HEADERS])
     def test_previous_header_with_reproduced_rows_is_replaced(
-        self, layout: ResultsLayout, results: list[ExperimentResult]
+        self, layout: ResultsLayout, results: list[ExperimentResult], columns: int
     ) -> None:
-        """A CSV of the version before ``partial`` whose rows all come back is replaced."""
-        old = [row[:-1] for row in csv.reader(io.StringIO(csv_bytes(results[1:3]).decode()))]
+        """A CSV of an earlier version (before ``partial``, before the 0.2 columns) whose rows
+        all come back is replaced."""
+        table = csv.reader(io.StringIO(csv_bytes(results[1:3]).decode()))
+        old = [row[:columns] for row in table]
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(old)
         layout.csv_path.write_text(buffer.getvalue())

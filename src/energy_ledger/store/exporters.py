@@ -45,6 +45,11 @@ def _e2e(result: ExperimentResult, name: str) -> float | None:
     return getattr(ext.request_latency, name) if ext is not None else None
 
 
+def _distinct(values: Iterable[str]) -> str:
+    """The distinct non-empty values, sorted, joined by ``;`` (one value: itself)."""
+    return ";".join(sorted({v for v in values if v}))
+
+
 Column = tuple[str, Callable[[ExperimentResult], Any]]
 
 CSV_COLUMNS: tuple[Column, ...] = (
@@ -82,16 +87,32 @@ CSV_COLUMNS: tuple[Column, ...] = (
     ),
     ("warnings", lambda r: len(r.measurement_warnings)),
     ("partial", lambda r: _agg(r, "partial") is True),
+    # Added in 0.2 (at the end, so that existing columns keep their places):
+    ("model_name", lambda r: _distinct(p.model_name for p in r.process_results)),
+    ("config_name", lambda r: _distinct(p.config_name for p in r.process_results)),
+    ("gpu_name", lambda r: _distinct(p.gpu_name for p in r.process_results)),
+    ("ttft_p50_ms", lambda r: _latency(r, "ttft_median_ms")),
+    ("itl_p50_ms", lambda r: _latency(r, "itl_median_ms")),
+    ("itl_p99_ms", lambda r: _latency(r, "itl_p99_ms")),
+    ("e2e_latency_p50_ms", lambda r: _e2e(r, "e2e_latency_median_ms")),
+    ("warnings_text", lambda r: WARNING_SEPARATOR.join(r.measurement_warnings)),
 )
 """The CSV's columns, in order; one row per experiment. ``partial`` is ``true`` for a row taken
-from ``<id>.partial.json`` (``recover``): its figures cover only what the crashed run logged."""
+from ``<id>.partial.json`` (``recover``): its figures cover only what the crashed run logged.
+``model_name``, ``config_name`` and ``gpu_name`` hold the processes' distinct values (joined by
+``;`` when they differ); ``warnings_text`` every ``measurement_warnings`` entry, joined by
+`` | ``."""
+
+WARNING_SEPARATOR = " | "
+"""Between two warnings in ``warnings_text`` (a warning never holds it)."""
 
 CSV_HEADER: tuple[str, ...] = tuple(name for name, _ in CSV_COLUMNS)
 """The header row of this version's CSV."""
 
-PREVIOUS_HEADERS: tuple[tuple[str, ...], ...] = (CSV_HEADER[:-1],)
-"""Headers that earlier versions of energy-ledger wrote (before ``partial``): such a file is
-ours, and is rebuilt in place when the JSON results reproduce every row it holds."""
+PREVIOUS_HEADERS: tuple[tuple[str, ...], ...] = (CSV_HEADER[:30], CSV_HEADER[:31])
+"""Headers that earlier versions of energy-ledger wrote (before ``partial``; before the 0.2
+columns): such a file is ours, and is rebuilt in place when the JSON results reproduce every row
+it holds (in the columns it has)."""
 
 
 def _cell(value: Any) -> str:
