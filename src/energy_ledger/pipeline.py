@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,12 @@ from energy_ledger.core.completeness import CompletenessReport
 from energy_ledger.core.validity import is_validity_warning
 from energy_ledger.exceptions import IncompleteExperimentError, LedgerError, UnsafePathError
 from energy_ledger.models import ExperimentResult
+from energy_ledger.store import parallel
 from energy_ledger.store.atomic import fsync_dir, write_if_changed
 from energy_ledger.store.exporters import csv_row, result_to_json_bytes
 from energy_ledger.store.layout import ResultsLayout, experiment_location, results_root
 from energy_ledger.store.lock import outputs_lock
+from energy_ledger.store.parallel import log_bytes, log_paths, prefetch_tails, worker_pool
 from energy_ledger.store.reader import ExperimentScan, LogTail, list_experiments, scan_experiment
 from energy_ledger.store.results import is_partial
 from energy_ledger.store.table import (
@@ -261,6 +264,7 @@ def replay_root(
     *,
     force: bool = False,
     progress: Callable[[Outcome], None] | None = None,
+    jobs: int = 1,
 ) -> list[Outcome]:
     """Aggregate every complete experiment under ``root`` that has no up-to-date result.
 
@@ -271,6 +275,9 @@ def replay_root(
         root: the results root (the folder holding ``raw/``).
         force: replay even experiments whose result looks up to date.
         progress: called after each experiment (the CLI draws a progress bar with it).
+        jobs: worker processes (``store.parallel``): with at least as many experiments to
+            replay as jobs, whole experiments go to the workers; with fewer, each one's logs
+            do. The outputs are the same bytes as with ``jobs=1``.
 
     Raises:
         LedgerError: ``root`` is not a results root (the message says what was meant), or its
@@ -290,11 +297,15 @@ def replay_root(
         logger.error("%s (retried after the replay)", exc)  # e.g. a full disk: said below
     pending: dict[str, Fresh] = {}
     try:
-        for experiment_id in listing.experiment_ids:
-            outcome = process_experiment(layout, experiment_id, force=force, pending=pending)
-            outcomes.append(outcome)
-            if progress is not None:
-                progress(outcome)
+        ids = listing.experiment_ids
+        if jobs > 1 and ids:
+            outcomes += _replay_parallel(layout, ids, force, pending, progress, jobs)
+        else:
+            for experiment_id in ids:
+                outcome = process_experiment(layout, experiment_id, force=force, pending=pending)
+                outcomes.append(outcome)
+                if progress is not None:
+                    progress(outcome)
     finally:
         try:
             sync_csv(layout, pending)
@@ -306,6 +317,87 @@ def replay_root(
                 for o in outcomes
             ]
     return outcomes
+
+
+def _experiment_job(root: str, experiment_id: str, force: bool) -> tuple[Outcome, dict[str, Fresh]]:
+    """One experiment in a worker process: the serial code path, its CSV row handed back."""
+    pending: dict[str, Fresh] = {}
+    outcome = process_experiment(
+        ResultsLayout.at(root), experiment_id, force=force, pending=pending
+    )
+    return outcome, pending
+
+
+def _replay_parallel(
+    layout: ResultsLayout,
+    ids: Sequence[str],
+    force: bool,
+    pending: dict[str, Fresh],
+    progress: Callable[[Outcome], None] | None,
+    jobs: int,
+) -> list[Outcome]:
+    """``replay_root``'s loop on ``jobs`` worker processes (see ``store.parallel``)."""
+    done: dict[str, Outcome] = {}
+    todo = []
+    for experiment_id in ids:
+        if not force and up_to_date(layout, experiment_id):
+            done[experiment_id] = Outcome(
+                experiment_id, "complete", "up-to-date", "", layout.result_path(experiment_id)
+            )
+            if progress is not None:
+                progress(done[experiment_id])
+        else:
+            todo.append(experiment_id)
+    if not todo:
+        return [done[i] for i in ids]
+    by_experiment = len(todo) >= jobs
+    folders = [layout.experiment_dir(i) for i in todo]
+    workers = jobs if by_experiment else min(jobs, max(len(log_paths(d)) for d in folders))
+    if sum(map(log_bytes, folders)) < parallel.MIN_PARALLEL_BYTES:
+        workers = 1  # less to read than starting the workers costs
+    if workers > 1:
+        try:
+            _share_out(layout, todo, by_experiment, workers, done, pending, progress)
+        except BrokenProcessPool as exc:  # a worker died (killed, out of memory): go on here
+            logger.warning("a replay worker died (%s); replaying the rest in this process", exc)
+    for experiment_id in todo:  # one log to read, or what a dead pool left
+        if experiment_id not in done:
+            done[experiment_id] = process_experiment(
+                layout, experiment_id, force=True, pending=pending
+            )
+            if progress is not None:
+                progress(done[experiment_id])
+    return [done[i] for i in ids]
+
+
+def _share_out(
+    layout: ResultsLayout,
+    todo: list[str],
+    by_experiment: bool,
+    workers: int,
+    done: dict[str, Outcome],
+    pending: dict[str, Fresh],
+    progress: Callable[[Outcome], None] | None,
+) -> None:
+    """Replay ``todo`` on ``workers`` processes, filling ``done`` and ``pending``."""
+    with worker_pool(workers) as pool:
+        if by_experiment:
+            futures = [pool.submit(_experiment_job, str(layout.root), i, True) for i in todo]
+            for future in futures:
+                outcome, fresh = future.result()
+                done[outcome.experiment_id] = outcome
+                pending.update(fresh)
+                if progress is not None:
+                    progress(outcome)
+        else:
+            for experiment_id in todo:
+                tails = prefetch_tails(pool, layout.experiment_dir(experiment_id))
+                outcome = process_experiment(
+                    layout, experiment_id, tails=tails, force=True, pending=pending
+                )
+                done[experiment_id] = outcome
+                if progress is not None:
+                    progress(outcome)
 
 
 def tally(outcomes: list[Outcome]) -> dict[str, int]:

@@ -24,6 +24,7 @@ from energy_ledger.cli.app import (
     app,
     err,
     fmt,
+    number_option,
     out,
     print_json,
     print_table,
@@ -39,6 +40,10 @@ def replay(
         bool, typer.Option("--force", help="Replay even results that look up to date.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only problems.")] = False,
+    jobs: Annotated[
+        int | None,
+        number_option("Worker processes [the cores available; 1: no workers].", 1),
+    ] = None,
     report: Annotated[
         bool,
         typer.Option(
@@ -55,6 +60,7 @@ def replay(
     failed, 2 when a result could not be written (or, with --report, a page).
     """
     from energy_ledger.pipeline import count_experiments, replay_root, tally
+    from energy_ledger.store.parallel import available_cores
 
     if report:
         from energy_ledger.report.extra import require_report_libraries
@@ -62,14 +68,17 @@ def replay(
         require_report_libraries()
 
     total = count_experiments(root)
+    workers = jobs if jobs is not None else available_cores()
     if total > PROGRESS_THRESHOLD and err.is_terminal and not (quiet or as_json):
         from rich.progress import Progress
 
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("replaying", total=total)
-            outcomes = replay_root(root, force=force, progress=lambda _o: bar.advance(task))
+            outcomes = replay_root(
+                root, force=force, progress=lambda _o: bar.advance(task), jobs=workers
+            )
     else:
-        outcomes = replay_root(root, force=force)
+        outcomes = replay_root(root, force=force, jobs=workers)
     counts = tally(outcomes)
     code = EXIT_ERROR if counts["errors"] else EXIT_NOT_COMPLETE if counts["not_complete"] else 0
     reports: dict[str, Any] = {}

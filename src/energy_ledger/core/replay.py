@@ -55,6 +55,34 @@ TOO_LONG = f"line is longer than {MAX_LINE_BYTES:,} bytes (16 MiB), the most a l
 CRLF = "line ends with \\r\\n; lines must end with a single \\n (no CRLF)"
 
 
+class FrozenDigestError(Exception):
+    """A cursor that crossed a process boundary cannot hash more bytes (``FrozenDigest``)."""
+
+
+class FrozenDigest:
+    """The SHA-256 of a replay done in another process: its value, without its running state.
+
+    ``hashlib`` objects cannot be pickled, so a cursor sent back from a worker process carries
+    its digest's hex value only. It answers ``hexdigest``; reading more bytes into it raises
+    ``FrozenDigestError``, and the reader replays that log from the start instead
+    (``store.tail``): the same answer, read once more.
+    """
+
+    __slots__ = ("_hex",)
+
+    def __init__(self, hex_digest: str) -> None:
+        self._hex = hex_digest
+
+    def hexdigest(self) -> str:
+        return self._hex
+
+    def update(self, data: bytes | memoryview) -> None:
+        raise FrozenDigestError("this cursor was replayed in another process")
+
+    def copy(self) -> FrozenDigest:
+        return self
+
+
 @dataclass(slots=True)
 class ReplayCursor:
     """Where a replay of one log stands: resume a later read from here.
@@ -82,6 +110,17 @@ class ReplayCursor:
     def sha256(self) -> str:
         """Hex SHA-256 of the ``offset`` bytes consumed so far."""
         return str(self._digest.hexdigest())
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickling (parallel replay): the digest travels as its value, the observer not."""
+        state = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        state["_digest"] = FrozenDigest(self.sha256)
+        state["observer"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
     def copy(self) -> ReplayCursor:
         """An independent copy (the state is deep-copied, the digest cloned)."""
@@ -301,6 +340,8 @@ __all__ = [
     "CHUNK_BYTES",
     "FORMAT_VERSION",
     "MAX_LINE_BYTES",
+    "FrozenDigest",
+    "FrozenDigestError",
     "Observer",
     "ReplayCursor",
     "replay_bytes",

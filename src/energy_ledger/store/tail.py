@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from energy_ledger.core.replay import CHUNK_BYTES, MAX_LINE_BYTES, ReplayCursor, replay_stream
+from energy_ledger.core.replay import (
+    CHUNK_BYTES,
+    MAX_LINE_BYTES,
+    FrozenDigestError,
+    ReplayCursor,
+    replay_stream,
+)
 from energy_ledger.exceptions import FormatError, UnsupportedVersionError
 from energy_ledger.store.files import NotRegularFileError, file_kind, open_regular
 
@@ -110,7 +116,12 @@ class LogTail:
         self.error = self.unread = None
         self.hole = False
         try:
-            replay_stream(fh, self.cursor, path=str(self.path), strict=strict)
+            try:
+                replay_stream(fh, self.cursor, path=str(self.path), strict=strict)
+            except FrozenDigestError:
+                # Replayed in a worker process, and the log grew since: read it again here.
+                self.cursor = ReplayCursor()
+                replay_stream(fh, self.cursor, path=str(self.path), strict=strict)
         except FormatError as exc:
             where = f":{exc.line}" if exc.line is not None else ""
             message = f"{self.path.name}{where}: {exc.reason}"
