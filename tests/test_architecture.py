@@ -211,6 +211,7 @@ class TestLayers:
             ("recorder", ("daemon", "pipeline", "cli")),
             ("store", ("daemon", "recorder", "gpu", "pipeline", "cli", "report")),
             ("report", ("daemon", "recorder", "gpu", "cli")),
+            ("export", ("daemon", "recorder", "gpu", "cli", "pipeline")),
         ],
     )
     def test_shell_layers_keep_apart(self, layer: str, forbidden: tuple[str, ...]) -> None:
@@ -259,7 +260,9 @@ class TestLayers:
         )
         assert not refused, f"{path}: {refused}"
 
-    @pytest.mark.parametrize("layer", ["core", "store", "daemon", "recorder", "gpu", "report"])
+    @pytest.mark.parametrize(
+        "layer", ["core", "store", "daemon", "recorder", "gpu", "report", "export"]
+    )
     def test_subpackage_init_imports_nothing(self, layer: str) -> None:
         """A subpackage's ``__init__`` holds only its docstring, so importing one module of it
         loads nothing else (``import energy_ledger`` stays light)."""
