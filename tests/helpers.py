@@ -74,3 +74,16 @@ def ticking_clock(start: float, step_sec: float = 1.0) -> Callable[[], float]:
     """
     ticks = itertools.count()
     return lambda: start + step_sec * next(ticks)
+
+
+def result_outputs(*experiment_ids: str, csv: bool = True) -> list[str]:
+    """The names a replay writes into ``aggregated/`` for complete experiments, sorted: each
+    one's JSON, and with pyarrow (the ``parquet`` extra) its time series and request table."""
+    from energy_ledger.store.series import parquet_available
+
+    names = ["results.csv"] if csv else []
+    for eid in experiment_ids:
+        names.append(f"{eid}.json")
+        if parquet_available():
+            names += [f"{eid}.requests.parquet", f"{eid}.timeseries.parquet"]
+    return sorted(names)

@@ -24,7 +24,7 @@ from energy_ledger.cli import cli
 from energy_ledger.exceptions import LedgerError, UnsafePathError
 from energy_ledger.pipeline import Outcome, recover_experiment, replay_root
 from energy_ledger.simulate import simulate
-from tests.helpers import RESULT_SCHEMA, compat_schema
+from tests.helpers import RESULT_SCHEMA, compat_schema, result_outputs
 
 EXP = "sim-0000"
 
@@ -77,7 +77,7 @@ class TestReplay:
         assert [(o.experiment_id, o.state, o.action) for o in outcomes] == [
             (EXP, "complete", "written")
         ]
-        assert visible(root / "aggregated") == ["results.csv", f"{EXP}.json"]
+        assert visible(root / "aggregated") == result_outputs(EXP)
 
     @pytest.mark.parametrize("force", [False, True])
     def test_second_replay_writes_nothing(self, root: Path, force: bool) -> None:
@@ -96,7 +96,7 @@ class TestReplay:
             replay_root(tmp_path / name)
             files = snapshot(tmp_path / name / "aggregated")
             outputs.append({k: v[0] for k, v in files.items() if not k.startswith(".")})
-        assert sorted(outputs[0]) == ["results.csv", "sim-0000.json", "sim-0001.json"]
+        assert sorted(outputs[0]) == result_outputs("sim-0000", "sim-0001")
         assert outputs[0] == outputs[1]
 
     def test_different_seed_different_bytes(self, tmp_path: Path) -> None:
@@ -292,7 +292,7 @@ class TestUnsafePaths:
             assert outcomes[name].state == "rejected"
             assert "unsafe experiment folder name" in outcomes[name].detail
         assert ".hidden" not in outcomes  # hidden folders are skipped silently
-        assert visible(root / "aggregated") == ["results.csv", f"{EXP}.json"]
+        assert visible(root / "aggregated") == result_outputs(EXP)
 
     def test_symlinked_experiment_outside_root(self, root: Path, tmp_path: Path) -> None:
         """A link from ``raw/`` to a folder outside the root is rejected; recover refuses it."""

@@ -20,6 +20,7 @@ from energy_ledger.exceptions import UnsafePathError
 from energy_ledger.pipeline import recover_experiment, replay_root
 from energy_ledger.simulate import simulate
 from energy_ledger.store.layout import ResultsLayout
+from tests.helpers import result_outputs
 
 EXP = "sim-0000"
 
@@ -157,7 +158,7 @@ class TestPartialThenComplete:
         marker.write_bytes(saved)
         (outcome,) = replay_root(root)
         assert (outcome.state, outcome.action) == ("complete", "written")
-        assert visible(root / "aggregated") == ["results.csv", f"{EXP}.json"]
+        assert visible(root / "aggregated") == result_outputs(EXP)
         assert [r["partial"] for r in csv_rows(root)] == ["false"]
 
     def test_partial_beside_a_result_is_not_up_to_date(self, root: Path) -> None:
@@ -175,7 +176,7 @@ class TestPartialThenComplete:
         assert recovery.partial is False
         assert recovery.path == root / "aggregated" / f"{EXP}.json"
         written = recovery.path.read_bytes()
-        assert visible(root / "aggregated") == ["results.csv", f"{EXP}.json"]
+        assert visible(root / "aggregated") == result_outputs(EXP)
         (outcome,) = replay_root(root, force=True)
         assert outcome.action == "up-to-date"
         assert recovery.path.read_bytes() == written

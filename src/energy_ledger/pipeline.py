@@ -13,6 +13,7 @@ real ``aggregated/`` folder inside the root before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -29,13 +30,19 @@ from energy_ledger.core.validity import is_validity_warning
 from energy_ledger.exceptions import IncompleteExperimentError, LedgerError, UnsafePathError
 from energy_ledger.models import ExperimentResult
 from energy_ledger.store import parallel
-from energy_ledger.store.atomic import fsync_dir, write_if_changed
-from energy_ledger.store.exporters import csv_row, result_to_json_bytes
+from energy_ledger.store.atomic import fsync_dir
+from energy_ledger.store.exporters import csv_row, write_result_json
 from energy_ledger.store.layout import ResultsLayout, experiment_location, results_root
 from energy_ledger.store.lock import outputs_lock
 from energy_ledger.store.parallel import log_bytes, log_paths, prefetch_tails, worker_pool
 from energy_ledger.store.reader import ExperimentScan, LogTail, list_experiments, scan_experiment
 from energy_ledger.store.results import is_partial
+from energy_ledger.store.series import (
+    SeriesFiles,
+    SeriesRecorder,
+    parquet_available,
+    write_series,
+)
 from energy_ledger.store.table import (
     Fresh,
     current_source,
@@ -152,7 +159,7 @@ def write_result(
     partial = is_partial(result)
     path = layout.result_path(result.experiment_id, partial=partial)
     with outputs_lock(layout):
-        changed = write_if_changed(layout.check_output_file(path), result_to_json_bytes(result))
+        changed = write_result_json(layout.check_output_file(path), result)
         if not partial:
             _remove_stale_partial(layout, result.experiment_id)
         entry = fresh_entry(path, csv_row(result), None if partial else inputs)
@@ -181,13 +188,46 @@ def _remove_stale_partial(layout: ResultsLayout, experiment_id: str) -> None:
 
 
 def emit(
-    scan: ExperimentScan, *, inputs: str | None = None, pending: dict[str, Fresh] | None = None
+    scan: ExperimentScan,
+    *,
+    inputs: str | None = None,
+    pending: dict[str, Fresh] | None = None,
+    recorder: SeriesRecorder | None = None,
 ) -> tuple[Path, bool]:
     """Aggregate a complete experiment, write its JSON and its CSV row; True when bytes changed.
 
-    See ``write_result`` for ``inputs`` and ``pending``.
+    With pyarrow installed (the ``parquet`` extra) the time series and the request table are
+    written first (``store.series``), from ``recorder`` when the scan fed one, else by reading
+    the logs once more, and the result names the time series in ``timeseries``: the JSON is
+    written last, so a result never names a file that is not there. See ``write_result`` for
+    ``inputs`` and ``pending``.
     """
-    return write_result(scan.layout, aggregate_scan(scan), inputs=inputs, pending=pending)
+    _result, path, changed = emit_result(scan, inputs=inputs, pending=pending, recorder=recorder)
+    return path, changed
+
+
+def emit_result(
+    scan: ExperimentScan,
+    *,
+    inputs: str | None = None,
+    pending: dict[str, Fresh] | None = None,
+    recorder: SeriesRecorder | None = None,
+) -> tuple[ExperimentResult, Path, bool]:
+    """``emit``, also returning the result as written (``recover`` reports it)."""
+    result = aggregate_scan(scan)
+    layout = scan.layout
+    with outputs_lock(layout):
+        if parquet_available():
+            files = recorder.write(scan) if recorder is not None else _series_pass(scan)
+            if files.timeseries is not None:
+                result = result.model_copy(update={"timeseries": files.timeseries.name})
+        path, changed = write_result(layout, result, inputs=inputs, pending=pending)
+    return result, path, changed
+
+
+def _series_pass(scan: ExperimentScan) -> SeriesFiles:
+    """The series of a scan that fed no recorder (its tails were read before): read again."""
+    return write_series(scan.directory, layout=scan.layout)
 
 
 def up_to_date(layout: ResultsLayout, experiment_id: str) -> bool:
@@ -229,21 +269,33 @@ def process_experiment(
         return Outcome(
             experiment_id, "complete", "up-to-date", "", layout.result_path(experiment_id)
         )
+    recorder: SeriesRecorder | None = None
     try:
         directory = layout.experiment_dir(experiment_id)
         # Taken before the scan: a log that grows during it makes the next check fail, never
         # pass, so the worst case is one needless rescan.
         inputs = inputs_digest(layout, directory)
-        scan = scan_experiment(directory, layout=layout, tails=tails)
+        if tails is None and parquet_available() and layout.aggregated_dir.is_dir():
+            # Read from the start here: the series come from the same replay as the result
+            # (its request rows stream to a temp file in aggregated/, which is not created
+            # for an experiment that may turn out incomplete: the first one reads twice).
+            recorder = SeriesRecorder(layout, experiment_id)
+        with recorder if recorder is not None else contextlib.nullcontext():
+            scan = scan_experiment(
+                directory,
+                layout=layout,
+                tails=tails,
+                observe=recorder.observe if recorder is not None else None,
+            )
+            report = scan.report
+            if not report.is_complete:
+                return Outcome(experiment_id, report.state, "skipped", report.error_message or "")
+            try:
+                path, changed = emit(scan, inputs=inputs, pending=pending, recorder=recorder)
+            except LedgerError as exc:
+                return Outcome(experiment_id, "complete", "error", f"cannot emit: {exc}")
     except LedgerError as exc:
         return Outcome(experiment_id, "invalid", "skipped", str(exc))
-    report = scan.report
-    if not report.is_complete:
-        return Outcome(experiment_id, report.state, "skipped", report.error_message or "")
-    try:
-        path, changed = emit(scan, inputs=inputs, pending=pending)
-    except LedgerError as exc:
-        return Outcome(experiment_id, "complete", "error", f"cannot emit: {exc}")
     return Outcome(experiment_id, "complete", "written" if changed else "up-to-date", "", path)
 
 
@@ -469,8 +521,7 @@ def recover_experiment(experiment_dir: str | os.PathLike[str]) -> Recovery:
     if scan.report.is_complete and not scan.problems:
         strict = scan_experiment(directory, layout=layout)
         if strict.report.is_complete:
-            result = aggregate_scan(strict)
-            path, written = write_result(layout, result, inputs=inputs)
+            result, path, written = emit_result(strict, inputs=inputs)
             return Recovery(path, strict.report, coverage(strict), result, False, written)
     result = aggregate_scan(scan, partial=True)
     path, written = write_result(layout, result)

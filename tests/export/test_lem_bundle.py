@@ -124,7 +124,8 @@ def result_with(**changes: Any) -> ExperimentResult:
 
 @pytest.fixture(scope="module")
 def sim_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two replayed sweep experiments (one with our time series) and one partial result."""
+    """Two replayed sweep experiments (the first's time series replaced by a hand-made one) and
+    one partial result (which has none)."""
     root = tmp_path_factory.mktemp("lem") / "root"
     simulate(root, experiments=2, processes=2, requests=40, sweep=True)
     simulate(root, experiments=1, processes=2, requests=20, crash=1, prefix="crash")
@@ -436,7 +437,8 @@ class TestExport:
             assert config["energy_ledger"]["run_ids"] == [ours["aggregation"]["run_id"]]
             assert config["declared_config"] == ours["effective_config"]
             assert (res.timeseries is not None) == (folder / lem.TIMESERIES_FILE).is_file()
-            assert (eid == "sim-0000") == (res.timeseries == lem.TIMESERIES_FILE)
+            ours_series = root / "aggregated" / f"{eid}.timeseries.parquet"
+            assert (res.timeseries == lem.TIMESERIES_FILE) == ours_series.is_file()
 
     def test_partial_result_exports_flagged(self, root: Path) -> None:
         """A partial result is exported, its first warning and config.json saying so."""

@@ -181,10 +181,10 @@ class TestCsvValues:
         """The earlier headers are today's up to ``warnings`` (before ``partial``) and up to
         ``partial`` (before the 0.2 columns), so an older file is recognised."""
         upto = COLUMNS.index
-        assert PREVIOUS_HEADERS == (
+        assert (
             tuple(COLUMNS[: upto("warnings") + 1]),
             tuple(COLUMNS[: upto("partial") + 1]),
-        )
+        ) == PREVIOUS_HEADERS
 
 
 class TestCsvFiles:

@@ -21,9 +21,13 @@ from energy_ledger.pipeline import replay_root
 from energy_ledger.simulate import simulate
 from energy_ledger.store import parallel
 from energy_ledger.store.parallel import log_paths, prefetch_tails, worker_pool
+from energy_ledger.store.series import parquet_available
 from energy_ledger.store.tail import LogTail
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
+
+PER_RESULT = 3 if parquet_available() else 1
+"""Files per result: its JSON, and with pyarrow its time series and request table."""
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +65,7 @@ def test_by_experiment_outputs_are_the_serial_bytes(tmp_path: Path) -> None:
     serial = replay_root(a, jobs=1)
     spread = replay_root(b, jobs=2)
     assert _outputs(a) == _outputs(b)
-    assert len(_outputs(a)) == 7  # six results and the CSV
+    assert len(_outputs(a)) == 1 + 6 * PER_RESULT  # the CSV, and each result's files
     strip = [(o.experiment_id, o.state, o.action, o.detail.replace(str(b), str(a))) for o in spread]
     assert [(o.experiment_id, o.state, o.action, o.detail) for o in serial] == strip
     states = {o.experiment_id: o.state for o in serial}
@@ -88,7 +92,7 @@ def test_by_log_outputs_are_the_serial_bytes(
     assert calls == [b / "raw" / "sim-0000"]
     assert outcome.action == "written"
     assert _outputs(a) == _outputs(b)
-    assert len(_outputs(a)) == 2
+    assert len(_outputs(a)) == 1 + PER_RESULT
 
 
 def test_second_parallel_replay_writes_nothing(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ import operator
 import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from energy_ledger.store import series
 from energy_ledger.store.layout import ResultsLayout
 from energy_ledger.store.series import SeriesRecorder, parquet_available, write_series
 from energy_ledger.store.writer import EventLogWriter
+from tests.helpers import child_env
 
 EXP = "sim-0000"
 MEANS = ("power_w", "temperature_c", "sm_util_pct")
@@ -188,8 +191,12 @@ def assert_table(path: Path, expected: list[dict[str, Any]], schema: dict[str, A
 
 
 def simulated(root: Path, **kwargs: Any) -> tuple[ResultsLayout, Path]:
+    """A replayed sweep experiment whose series files are removed again: replay writes them
+    too (pipeline), and these tests write them themselves."""
     simulate(root, experiments=1, processes=2, requests=200, sweep=True, **kwargs)
     replay_root(root)
+    for made in (root / "aggregated").glob(f"{EXP}.*.parquet"):
+        made.unlink()
     layout = ResultsLayout.at(root)
     return layout, layout.experiment_dir(EXP)
 
@@ -507,3 +514,36 @@ class TestCorruptLines:
         assert_table(files.timeseries, expected_timeseries(logs), TIMESERIES_SCHEMA)
         assert pq.ParquetFile(files.requests).metadata.num_row_groups == math.ceil(200 / 7)
         assert temp_files(layout) == []
+
+
+class TestFootprint:
+    """What writing the series costs beyond the files."""
+
+    def test_pandas_is_never_imported(self, sim: tuple[ResultsLayout, Path]) -> None:
+        """Arrow columns are built from buffers: pyarrow.array would import pandas (~50 MB)."""
+        layout, directory = sim
+        code = (
+            "import sys\n"
+            "from pathlib import Path\n"
+            "from energy_ledger.store.layout import ResultsLayout\n"
+            "from energy_ledger.store.series import write_series\n"
+            f"files = write_series(Path({str(directory)!r}), "
+            f"layout=ResultsLayout.at({str(layout.root)!r}))\n"
+            "assert files.changed\n"
+            "print('pandas' in sys.modules)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=child_env(), capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "False"
+
+    def test_an_older_layout_gets_no_files(self, tmp_path: Path) -> None:
+        """LLenergyMeasure's older layout has no events: nothing is written, no temp left."""
+        layout = ResultsLayout.at(tmp_path)
+        directory = layout.experiment_dir(EXP)
+        directory.mkdir(parents=True)
+        (directory / ".completed_0").write_bytes(b"")
+        files = write_series(directory, layout=layout)
+        assert files == series.SeriesFiles(None, None, changed=False)
+        assert os.listdir(layout.aggregated_dir) == []

@@ -13,8 +13,9 @@ Raw samples are concatenated across processes and statistics computed once. The 
 - Baseline: per GPU, the mean baseline power of its processes; adjusted energy per GPU is
   ``max(0, energy_j - baseline_power_w * covered_sec)``; ``energy_adjusted_j`` is their sum and
   top-level ``baseline_power_w`` the sum of per-GPU baselines (idle power of all GPUs used).
-- Percentiles: linear interpolation over the concatenated lists (``stats``); ``latency_stats``
-  as LLenergyMeasure means it (``core.latency``: ``itl_*`` trimmed, ``itl_full_*`` not).
+- Percentiles: linear interpolation over the processes' lists pooled (``stats``; one copy of one
+  list at a time, sorted in place); ``latency_stats`` as LLenergyMeasure means it
+  (``core.latency``: ``itl_*`` trimmed, ``itl_full_*`` not).
 - ``extended_metrics.tpot_ms`` = mean over requests of ``(latency - ttft) / (output_tokens - 1)``;
   ``aggregation.output_tokens_per_second`` = ``output_tokens / total_inference_time_sec``.
 - Warm-up: merged over processes (``_merge_warmup``); a partial result says so in
@@ -24,8 +25,7 @@ Raw samples are concatenated across processes and statistics computed once. The 
 from __future__ import annotations
 
 import math
-from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, cast
 
 from energy_ledger._version import __version__
@@ -34,7 +34,7 @@ from energy_ledger.core.events import FORMAT_VERSION
 from energy_ledger.core.latency import latency_statistics
 from energy_ledger.core.legacy import summary_from_raw
 from energy_ledger.core.process import ProcessSummary, utc
-from energy_ledger.core.stats import mean, summarize
+from energy_ledger.core.stats import mean_pooled, summarize_pooled
 from energy_ledger.core.validity import validity_warnings
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.models import (
@@ -144,8 +144,7 @@ def _tpot_ms(processes: Sequence[ProcessSummary], warnings: list[str]) -> float 
             f"tpot_ms left out: the files of processes {unknown} carry no per-request output tokens"
         )
         return None
-    tpot = _concat(p.tpot_ms for p in processes if p.tpot_ms is not None)
-    return mean(tpot) if len(tpot) else None
+    return mean_pooled([p.tpot_ms for p in processes if p.tpot_ms is not None])
 
 
 def _environment(
@@ -162,13 +161,6 @@ def _environment(
                 )
                 return None
     return None
-
-
-def _concat(arrays: Iterable[array[float]]) -> array[float]:
-    out: array[float] = array("d")
-    for values in arrays:
-        out.extend(values)
-    return out
 
 
 def _dedup(items: list[str]) -> list[str]:
@@ -285,14 +277,14 @@ def aggregate_results(
         ),
     )
 
-    # One concatenation per list, in process-index order (these lists hold every request).
+    # Each list pooled in process-index order, one at a time (these lists hold every request).
     latency_stats = latency_statistics(
-        _concat(p.ttft_ms for p in counting),
-        _concat(p.itl_trimmed_ms for p in counting),
-        _concat(p.itl_ms for p in counting),
+        [p.ttft_ms for p in counting],
+        [p.itl_trimmed_ms for p in counting],
+        [p.itl_ms for p in counting],
     )
-    e2e = summarize(_concat(p.latencies_ms for p in counting))
-    sm = _concat(p.sm_util_pct for p in processes)
+    e2e = summarize_pooled(p.latencies_ms for p in counting)
+    sm = [p.sm_util_pct for p in processes]
     environment = _environment(processes, agg_warnings)
     peaks = [p.peak_memory_mb for p in processes if p.peak_memory_mb is not None]
     model_mem = max((p.raw.compute_metrics.model_memory_mb for p in processes), default=0.0)
@@ -307,8 +299,8 @@ def aggregate_results(
             inference_memory_mb=max(0.0, peak_mem - model_mem),
         ),
         gpu_utilisation=GPUUtilisationMetrics(
-            sm_utilisation_mean=mean(sm) if len(sm) else None,
-            sm_utilisation_samples=len(sm),
+            sm_utilisation_mean=mean_pooled(sm),
+            sm_utilisation_samples=sum(len(values) for values in sm),
         ),
         request_latency=RequestLatencyMetrics(
             e2e_latency_mean_ms=e2e.mean if e2e else None,

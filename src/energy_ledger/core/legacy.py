@@ -12,12 +12,13 @@ results: the latency statistics come out the same (tests/core/test_interop.py).
 
 from __future__ import annotations
 
-from array import array
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from energy_ledger.core.latency import read_latency_measurements
 from energy_ledger.core.process import ProcessSummary
 from energy_ledger.models import RawProcessResult
+from energy_ledger.models.samples import Samples
 
 NAIVE_TIMESTAMPS_WARNING = (
     "timestamps carry no time zone: read as UTC (LLenergyMeasure writes UTC times; "
@@ -30,6 +31,12 @@ def _unix(moment: datetime) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _samples(values: Sequence[float]) -> Samples:
+    """``values`` as ``Samples``: shared when the model holds them so (it always does once
+    validated), copied otherwise."""
+    return values if isinstance(values, Samples) else Samples(values)
 
 
 def summary_from_raw(raw: RawProcessResult) -> ProcessSummary:
@@ -78,10 +85,10 @@ def summary_from_raw(raw: RawProcessResult) -> ProcessSummary:
         requests=len(raw.per_request_latencies_ms),
         input_tokens=raw.inference_metrics.input_tokens,
         output_tokens=raw.inference_metrics.output_tokens,
-        latencies_ms=array("d", raw.per_request_latencies_ms),
+        latencies_ms=_samples(raw.per_request_latencies_ms),
         ttft_ms=ttft,
         itl_ms=itl,
-        sm_util_pct=array("d", raw.gpu_utilisation_samples),
+        sm_util_pct=_samples(raw.gpu_utilisation_samples),
         finished=True,
         failed_error=None,
         warnings=warnings,

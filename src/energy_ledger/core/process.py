@@ -5,6 +5,11 @@ result schema has no place for but late aggregation needs: the GPU's UUID and ho
 shared GPU once), the raw energy-counter readings, the raw TTFT and inter-token latency lists,
 the run id and world size (for the completeness check). Pure: no I/O.
 
+The sample lists (latencies, TTFT, inter-token latencies, SM utilisation) are not copied: the
+summary and its ``RawProcessResult`` hold ``Samples`` views of the state's arrays (8 bytes a
+value, shared), which the fold only ever appends to. A state that is folded further after it
+was summarised leaves the summary as it was (``models.samples``).
+
 Per-process formulas (also in docs/metrics.md):
     inference_time_sec   = window_ended.t - window_started.t
     energy_j             = (window_ended.energy_mj - window_started.energy_mj) / 1000 when both
@@ -17,7 +22,6 @@ Per-process formulas (also in docs/metrics.md):
 
 from __future__ import annotations
 
-from array import array
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -43,6 +47,7 @@ from energy_ledger.models import (
     Timestamps,
     WarmupResult,
 )
+from energy_ledger.models.samples import Samples
 
 EnergySource = Literal["counter", "power_integral", "none"]
 WindowState = Literal["none", "open", "closed"]
@@ -102,7 +107,8 @@ class ProcessSummary:
         energy_j, energy_source: the process's own energy figure and where it came from.
         counter_start_mj, counter_end_mj: raw counter readings at the window edges.
         baseline_power_w, baseline_method, baseline_measured_at: idle power, when measured.
-        latencies_ms, ttft_ms, itl_ms: raw latency lists for late aggregation.
+        latencies_ms, ttft_ms, itl_ms: raw latency lists for late aggregation (views of the
+            state's arrays, shared with ``raw``).
         itl_trimmed_ms: the inter-token latencies without each request's first and last.
         tpot_ms: each request's time per output token; ``None`` when unknown (a file that does
             not give per-request output tokens, see ``core.legacy``).
@@ -137,10 +143,10 @@ class ProcessSummary:
     requests: int
     input_tokens: int
     output_tokens: int
-    latencies_ms: array[float] = field(repr=False)
-    ttft_ms: array[float] = field(repr=False)
-    itl_ms: array[float] = field(repr=False)
-    sm_util_pct: array[float] = field(repr=False)
+    latencies_ms: Samples = field(repr=False)
+    ttft_ms: Samples = field(repr=False)
+    itl_ms: Samples = field(repr=False)
+    sm_util_pct: Samples = field(repr=False)
     finished: bool
     failed_error: str | None
     warnings: tuple[str, ...]
@@ -153,8 +159,8 @@ class ProcessSummary:
     max_temperature_c: float | None
     peak_memory_mb: float | None
     flops_total: float
-    itl_trimmed_ms: array[float] = field(default_factory=lambda: array("d"), repr=False)
-    tpot_ms: array[float] | None = field(default=None, repr=False)
+    itl_trimmed_ms: Samples = field(default_factory=Samples, repr=False)
+    tpot_ms: Samples | None = field(default=None, repr=False)
     window: WindowState = "closed"
     counts_requests: bool = True
     requests_outside_window: int = 0
@@ -320,6 +326,12 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
         else state.max_memory_used_mb
     )
     warmup = state.warmup
+    # Views of the state's arrays, shared by the summary and its RawProcessResult: no copy.
+    latencies = Samples.view(rs.latencies_ms)
+    ttft = Samples.view(rs.ttft_ms)
+    itl = Samples.view(rs.itl_ms)
+    itl_trimmed = Samples.view(rs.itl_trimmed_ms)
+    sm_util = Samples.view(state.sm_util_pct)
     raw = RawProcessResult(
         experiment_id=started.experiment_id if started else "",
         backend=started.backend if started else "pytorch",
@@ -344,9 +356,9 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
             ),
             time_to_first_token_ms=mean(rs.ttft_ms) if rs.ttft_ms else None,
             latency_measurements=latency_measurements(
-                rs.ttft_ms,
-                rs.itl_ms,
-                rs.itl_trimmed_ms,
+                ttft,
+                itl,
+                itl_trimmed,
                 request_count=rs.requests,
                 output_tokens=rs.output_tokens,
                 warmup_requests=warmup.iterations_completed if warmup else 0,
@@ -373,8 +385,8 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
         extended_metrics=ExtendedEfficiencyMetrics(
             tpot_ms=mean(rs.tpot_ms) if rs.tpot_ms else None
         ),
-        per_request_latencies_ms=list(rs.latencies_ms),
-        gpu_utilisation_samples=list(state.sm_util_pct),
+        per_request_latencies_ms=latencies,
+        gpu_utilisation_samples=sm_util,
         energy_breakdown=EnergyBreakdown(
             raw_j=energy_j,
             adjusted_j=adjusted,
@@ -423,12 +435,12 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
         requests=rs.requests,
         input_tokens=rs.input_tokens,
         output_tokens=rs.output_tokens,
-        latencies_ms=array("d", rs.latencies_ms),
-        ttft_ms=array("d", rs.ttft_ms),
-        itl_ms=array("d", rs.itl_ms),
-        itl_trimmed_ms=array("d", rs.itl_trimmed_ms),
-        tpot_ms=array("d", rs.tpot_ms),
-        sm_util_pct=array("d", state.sm_util_pct),
+        latencies_ms=latencies,
+        ttft_ms=ttft,
+        itl_ms=itl,
+        itl_trimmed_ms=itl_trimmed,
+        tpot_ms=Samples.view(rs.tpot_ms),
+        sm_util_pct=sm_util,
         finished=facts.finished,
         failed_error=facts.failed_error,
         warnings=tuple(warnings),

@@ -216,19 +216,16 @@ class SecondBins:
     def feed(self, events: Sequence[Event | UnknownEvent]) -> None:
         """Take the next events of the log, in order (the replay's observer)."""
         for event in events:
-            if isinstance(event, Sample):
+            # ``type() is``, not ``isinstance``: the event types are final, and it is faster.
+            if type(event) is Sample:
                 self._sample(event)
-            elif isinstance(event, Request):
-                row = self._row(event.t)
-                self._requests[row] += 1
-                self._output_tokens[row] += event.output_tokens
-                if self._window_started and not self._window_ended:
-                    self._in_window[row] = 1
-            elif isinstance(event, WindowStarted):
+            elif type(event) is Request:
+                self._request(event)
+            elif type(event) is WindowStarted:
                 self._window_started = True
-            elif isinstance(event, WindowEnded):
+            elif type(event) is WindowEnded:
                 self._window_ended = True
-            elif isinstance(event, ProcessStarted):
+            elif type(event) is ProcessStarted:
                 self.started = event
 
     def _row(self, t: float) -> int:
@@ -251,6 +248,13 @@ class SecondBins:
             self._memory_max_mb.append(math.nan)
         self._last_sec, self._last_row = sec, row
         return row
+
+    def _request(self, r: Request) -> None:
+        row = self._row(r.t)
+        self._requests[row] += 1
+        self._output_tokens[row] += r.output_tokens
+        if self._window_started and not self._window_ended:
+            self._in_window[row] = 1
 
     def _sample(self, s: Sample) -> None:
         row = self._row(s.t)

@@ -8,24 +8,56 @@ numpy sorts: an experiment's latency lists hold a value per request (millions fo
 and sorting them as Python floats took most of an aggregation's time. Means use ``math.fsum``,
 which is exactly rounded and so independent of the order of the values: replaying processes in
 another order cannot change a bit of the result.
+
+Memory: the processes' lists are never joined into Python lists. ``summarize_pooled`` copies
+every process's values once, into one float64 array (8 bytes a value), and sorts that copy in
+place; ``mean_pooled`` reads the lists where they are. So a summary costs one copy of one list
+at a time, whatever the number of processes.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from energy_ledger.models.samples import Samples
+
 Values = Sequence[float] | NDArray[np.float64] | Any
-"""A list, an ``array('d')`` or a numpy array of floats."""
+"""A list, an ``array('d')``, a ``Samples`` or a numpy array of floats."""
 
 
-def _array(values: Values) -> NDArray[np.float64]:
-    return np.asarray(values, dtype=np.float64)
+def _copy_into(out: NDArray[np.float64], values: Values) -> None:
+    """Copy non-empty ``values`` into ``out`` (as long), from their buffer when they have one."""
+    if isinstance(values, Samples):
+        view = values.memoryview()
+        try:
+            out[:] = np.frombuffer(view, dtype=np.float64)
+        finally:
+            view.release()  # the fold may append to the array again
+    elif isinstance(values, array) and values.typecode == "d":
+        out[:] = np.frombuffer(values, dtype=np.float64)
+    else:
+        out[:] = np.asarray(values, dtype=np.float64)
+
+
+def pooled(parts: Iterable[Values]) -> NDArray[np.float64]:
+    """Every part's values, in order, in one new float64 array: the one copy a summary makes."""
+    parts = list(parts)
+    out = np.empty(sum(len(part) for part in parts), dtype=np.float64)
+    start = 0
+    for part in parts:
+        end = start + len(part)
+        if end > start:
+            _copy_into(out[start:end], part)
+        start = end
+    return out
 
 
 def percentile_sorted(values: Values, q: float) -> float:
@@ -64,13 +96,29 @@ class Summary:
     count: int
 
 
+def mean_pooled(parts: Sequence[Values]) -> float | None:
+    """The mean of every part's values together, ``None`` when there are none; nothing copied."""
+    count = sum(len(part) for part in parts)
+    if count == 0:
+        return None
+    return math.fsum(itertools.chain.from_iterable(parts)) / count
+
+
 def summarize(values: Values) -> Summary | None:
     """Summary statistics of ``values`` (any order), or ``None`` when there are none."""
-    ordered = np.sort(_array(values))
+    return summarize_pooled((values,))
+
+
+def summarize_pooled(parts: Iterable[Values]) -> Summary | None:
+    """Summary statistics of every part's values together (``pooled``), ``None`` without any."""
+    ordered = pooled(parts)
     if ordered.size == 0:
         return None
+    ordered.sort()  # our own copy: sorted in place, no second one
     return Summary(
-        mean=math.fsum(ordered.tolist()) / ordered.size,
+        # fsum is exactly rounded, so the sum over the sorted copy is the sum in any order;
+        # a memoryview yields Python floats one at a time, where ``tolist`` would hold them all.
+        mean=math.fsum(ordered.data) / ordered.size,
         median=percentile_sorted(ordered, 50.0),
         p95=percentile_sorted(ordered, 95.0),
         p99=percentile_sorted(ordered, 99.0),

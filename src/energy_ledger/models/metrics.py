@@ -1,9 +1,10 @@
 """Measurement models (inference, energy, compute, efficiency) of the schema-2.0 result."""
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from energy_ledger.models.samples import FreeForm
 
 _NESTED_CONFIG = ConfigDict(extra="ignore", protected_namespaces=())
 
@@ -20,7 +21,7 @@ class InferenceMetrics(BaseModel):
     tokens_per_second: float
     latency_per_token_ms: float
     time_to_first_token_ms: float | None = None
-    latency_measurements: Any | None = None
+    latency_measurements: FreeForm | None = None
 
 
 class EnergyMetrics(BaseModel):

@@ -18,6 +18,7 @@ from energy_ledger.models.metrics import (
     Timestamps,
     WarmupResult,
 )
+from energy_ledger.models.samples import Samples, SamplesField
 
 SCHEMA_VERSION: Final = "2.0"
 """Result schema version written by and expected from these models."""
@@ -63,8 +64,8 @@ class RawProcessResult(BaseModel):
     compute_metrics: ComputeMetrics
     effective_config: dict[str, Any] = Field(default_factory=dict)
     extended_metrics: ExtendedEfficiencyMetrics = Field(default_factory=ExtendedEfficiencyMetrics)
-    per_request_latencies_ms: list[float] = Field(default_factory=list)
-    gpu_utilisation_samples: list[float] = Field(default_factory=list)
+    per_request_latencies_ms: SamplesField = Field(default_factory=Samples)
+    gpu_utilisation_samples: SamplesField = Field(default_factory=Samples)
     energy_breakdown: EnergyBreakdown | None = None
     thermal_throttle: ThermalThrottleInfo | None = None
     warmup_result: WarmupResult | None = None

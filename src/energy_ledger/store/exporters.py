@@ -3,6 +3,13 @@
 The same inputs give the same bytes: keys keep the schema's order, floats use the shortest
 representation that round-trips (orjson and ``repr``), rows are sorted by experiment id.
 ``aggregated/results.csv`` itself is rebuilt from the JSON results by ``store.table``.
+
+A result of a long run holds millions of samples (a latency per request), so its file is
+streamed (``result_json_chunks``): the model is dumped with a placeholder string for each
+sample list (``models.samples.SampleSink``), and each list is written in its place in chunks,
+formatted exactly as orjson indents a list. The bytes are those of ``result_to_json_bytes``
+(tests/store/test_streamed_json.py), without a Python float per sample or the whole file in
+memory.
 """
 
 from __future__ import annotations
@@ -10,14 +17,21 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Callable, Iterable, Sequence
+import re
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from energy_ledger.exceptions import LedgerError
 from energy_ledger.models import ExperimentResult
-from energy_ledger.store.atomic import write_atomic, write_if_changed
+from energy_ledger.models.samples import Samples, SampleSink
+from energy_ledger.store.atomic import write_atomic, write_chunks_if_changed, write_if_changed
+
+SAMPLES_PER_CHUNK = 32_768
+"""Values formatted at a time when a sample list is streamed (about 1 MB of Python floats)."""
 
 
 def result_to_json_bytes(result: ExperimentResult) -> bytes:
@@ -25,9 +39,61 @@ def result_to_json_bytes(result: ExperimentResult) -> bytes:
     return orjson.dumps(result.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n"
 
 
+def result_json_chunks(result: ExperimentResult) -> Iterator[bytes]:
+    """``result_to_json_bytes(result)`` in pieces, the sample lists formatted chunk by chunk.
+
+    The placeholder holds a random token, so no string of the result can pass for one; every
+    placeholder must come back exactly once, in order, or nothing is produced.
+    """
+    sink = SampleSink(f"energy-ledger-samples-{secrets.token_hex(16)}-")
+    dumped = result.model_dump(mode="json", context=sink)
+    skeleton = orjson.dumps(dumped, option=orjson.OPT_INDENT_2) + b"\n"
+    del dumped
+    pattern = re.compile(b'"' + re.escape(sink.prefix.encode()) + rb'(\d+)"')
+    matches = list(pattern.finditer(skeleton))
+    if [int(m.group(1)) for m in matches] != list(range(len(sink.collected))):
+        raise LedgerError(f"{result.experiment_id}: the streamed result lost a sample list")
+    start = 0
+    for match, samples in zip(matches, sink.collected, strict=True):
+        yield skeleton[start : match.start()]
+        yield from _list_chunks(samples, _indent_of_line(skeleton, match.start()))
+        start = match.end()
+    yield skeleton[start:]
+
+
+def _indent_of_line(text: bytes, position: int) -> int:
+    """How many spaces start the line that ``position`` is on."""
+    line_start = text.rfind(b"\n", 0, position) + 1
+    line = text[line_start:position]
+    return len(line) - len(line.lstrip(b" "))
+
+
+def _list_chunks(samples: Samples, indent: int) -> Iterator[bytes]:
+    """``samples`` as orjson's ``OPT_INDENT_2`` writes a list whose line is indented ``indent``.
+
+    An empty list is ``[]``; otherwise ``[``, one value a line indented two spaces more, and
+    ``]`` back at ``indent``. Each chunk is formatted by orjson itself (compact: values joined
+    by bare commas, which no float contains), so every value reads as it always did.
+    """
+    if not samples:
+        yield b"[]"
+        return
+    separator = b",\n" + b" " * (indent + 2)
+    opening = b"[\n" + b" " * (indent + 2)
+    for values in samples.lists(SAMPLES_PER_CHUNK):
+        yield opening + orjson.dumps(values)[1:-1].replace(b",", separator)
+        opening = separator
+    yield b"\n" + b" " * indent + b"]"
+
+
+def write_result_json(path: Path, result: ExperimentResult) -> bool:
+    """Stream ``result`` into ``path`` atomically; False when the file already held its bytes."""
+    return write_chunks_if_changed(path, result_json_chunks(result))
+
+
 def export_result_json(result: ExperimentResult, path: str | os.PathLike[str]) -> bool:
     """Write ``result`` to ``path`` atomically; return False when the file already held it."""
-    return write_if_changed(Path(path), result_to_json_bytes(result))
+    return write_result_json(Path(path), result)
 
 
 def _agg(result: ExperimentResult, key: str) -> Any:
@@ -167,6 +233,8 @@ __all__ = [
     "export_aggregated_to_csv",
     "export_result_json",
     "render_csv",
+    "result_json_chunks",
     "result_to_json_bytes",
     "write_atomic",
+    "write_result_json",
 ]

@@ -13,13 +13,13 @@ holds at most ``BUFFER_ROWS`` rows, writing each full buffer as one row group of
 beside the output. So memory stays bounded however long the log is.
 
 Deterministic: the same logs give the same bytes. The writer's options are fixed here (zstd at
-``ZSTD_LEVEL``, format 2.6, data page v1, dictionaries, statistics, no page index or checksums),
-row groups are exactly ``BUFFER_ROWS`` rows (the last one fewer), and Parquet stores no
-timestamp. The footer's ``created_by`` names the pyarrow version
-(``parquet-cpp-arrow version 26.0.1``): constant for one pyarrow version, so bytes are stable
-across runs and machines with the same pyarrow, and may change when pyarrow is upgraded. The
-key-value metadata holds ``experiment_id`` and ``energy_ledger_version`` (and pyarrow's own
-``ARROW:schema``).
+``ZSTD_LEVEL``, format 2.6, data page v1, dictionaries for the few columns that repeat,
+statistics, no page index or checksums), row groups are exactly ``BUFFER_ROWS`` rows (the last
+one fewer) wherever the replay's batches fall, and Parquet stores no timestamp. The footer's
+``created_by`` names the pyarrow version (``parquet-cpp-arrow version 26.0.1``): constant for
+one pyarrow version, so the bytes are stable across runs and machines with the same pyarrow,
+and may change when pyarrow is upgraded. The key-value metadata holds ``experiment_id`` and
+``energy_ledger_version`` (and pyarrow's own ``ARROW:schema``).
 
 Missing values: a reading no sample of a second carried (NaN in ``core.resample``) and a TTFT
 that was not logged are Parquet nulls, which pandas, polars and DuckDB skip in aggregates (a
@@ -41,6 +41,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import math
 import os
 import tempfile
 from array import array
@@ -55,7 +56,7 @@ import numpy as np
 from energy_ledger._version import __version__
 from energy_ledger.core.events import Event, Request, UnknownEvent, WindowEnded, WindowStarted
 from energy_ledger.core.replay import Observer
-from energy_ledger.core.resample import GpuSeries, SecondBins, combine_by_gpu
+from energy_ledger.core.resample import READING_COLUMNS, GpuSeries, SecondBins, combine_by_gpu
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.store.atomic import FILE_MODE, fsync_dir, write_if_changed
 from energy_ledger.store.files import open_regular
@@ -114,49 +115,44 @@ def _arrow() -> tuple[Any, Any]:
         raise LedgerError(PARQUET_HINT) from exc
 
 
-def _metadata(experiment_id: str) -> dict[str, str]:
-    return {"experiment_id": experiment_id, "energy_ledger_version": __version__}
+REQUEST_COLUMNS = (
+    ("process_index", "int32"),
+    ("t", "float64"),
+    ("latency_ms", "float64"),
+    ("ttft_ms", "float64"),
+    ("input_tokens", "int64"),
+    ("output_tokens", "int64"),
+    ("in_window", "bool_"),
+)
+"""The request table's columns and their Arrow types, in file order."""
+TIMESERIES_COLUMNS = (
+    ("gpu", "string"),
+    ("hostname", "string"),
+    ("gpu_id", "int32"),
+    ("t_sec", "int64"),
+    ("in_window", "bool_"),
+    *((name, "float64") for name in READING_COLUMNS),
+    ("throttle_reasons", "int64"),
+    ("samples", "int32"),
+    ("requests", "int32"),
+    ("output_tokens_per_sec", "float64"),
+)
+"""The time series' columns and their Arrow types, in file order."""
 
 
-def requests_schema(experiment_id: str) -> Any:
-    """The request table's ``pyarrow.Schema`` (with the file's key-value metadata)."""
+def _schema(columns: Sequence[tuple[str, str]], experiment_id: str) -> Any:
+    """A ``pyarrow.Schema`` of ``columns``, with the file's key-value metadata."""
     pa, _ = _arrow()
-    fields = [
-        ("process_index", pa.int32()),
-        ("t", pa.float64()),
-        ("latency_ms", pa.float64()),
-        ("ttft_ms", pa.float64()),
-        ("input_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("in_window", pa.bool_()),
-    ]
-    return pa.schema(fields, metadata=_metadata(experiment_id))
+    metadata = {"experiment_id": experiment_id, "energy_ledger_version": __version__}
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in columns], metadata=metadata)
 
 
-def timeseries_schema(experiment_id: str) -> Any:
-    """The time series' ``pyarrow.Schema`` (with the file's key-value metadata)."""
-    pa, _ = _arrow()
-    fields = [
-        ("gpu", pa.string()),
-        ("hostname", pa.string()),
-        ("gpu_id", pa.int32()),
-        ("t_sec", pa.int64()),
-        ("in_window", pa.bool_()),
-        ("power_w", pa.float64()),
-        ("energy_mj", pa.float64()),
-        ("temperature_c", pa.float64()),
-        ("sm_util_pct", pa.float64()),
-        ("memory_used_mb", pa.float64()),
-        ("throttle_reasons", pa.int64()),
-        ("samples", pa.int32()),
-        ("requests", pa.int32()),
-        ("output_tokens_per_sec", pa.float64()),
-    ]
-    return pa.schema(fields, metadata=_metadata(experiment_id))
+def _parquet_writer(where: Any, schema: Any, dictionary: list[str]) -> Any:
+    """A ``ParquetWriter`` with every option that shapes the bytes fixed.
 
-
-def _parquet_writer(where: Any, schema: Any) -> Any:
-    """A ``ParquetWriter`` with every option that shapes the bytes fixed."""
+    Dictionary encoding only for ``dictionary``, the columns of few distinct values: on
+    measured floats (nearly all distinct) it made the files larger and cost memory.
+    """
     _, pq = _arrow()
     return pq.ParquetWriter(
         where,
@@ -165,7 +161,7 @@ def _parquet_writer(where: Any, schema: Any) -> Any:
         compression_level=ZSTD_LEVEL,
         version="2.6",
         data_page_version="1.0",
-        use_dictionary=True,
+        use_dictionary=dictionary,
         write_statistics=True,
         write_page_index=False,
         write_page_checksum=False,
@@ -173,10 +169,46 @@ def _parquet_writer(where: Any, schema: Any) -> Any:
     )
 
 
-def _floats(values: array[float], *, nulls: bool = False) -> Any:
+Numbers = np.ndarray[Any, Any]
+_NUMPY_TYPES = {"int32": np.int32, "int64": np.int64, "double": np.float64}
+"""The numpy type of each Arrow type a numeric column has (by the Arrow type's name)."""
+
+
+def _column(kind: Any, values: Numbers, nulls: Numbers | None = None) -> Any:
+    """An Arrow array over a numpy array's bytes, null where ``nulls`` is true.
+
+    Built from buffers rather than with ``pyarrow.array``, which imports pandas when it is
+    installed (some 50 MB of memory, in a replay that has a memory budget).
+    """
     pa, _ = _arrow()
-    data = np.frombuffer(values, dtype=np.float64) if len(values) else np.empty(0)
-    return pa.array(data, type=pa.float64(), mask=np.isnan(data) if nulls else None)
+    validity, null_count = None, 0
+    if nulls is not None and nulls.any():
+        validity = pa.py_buffer(np.packbits(~nulls, bitorder="little"))
+        null_count = int(nulls.sum())
+    data = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[str(kind)])
+    return pa.Array.from_buffers(kind, len(data), [validity, pa.py_buffer(data)], null_count)
+
+
+def _floats(values: Numbers) -> Any:
+    """A float64 column, null where a value is NaN (a reading or TTFT that was not logged)."""
+    pa, _ = _arrow()
+    return _column(pa.float64(), values, np.isnan(values))
+
+
+def _bools(values: Numbers) -> Any:
+    pa, _ = _arrow()
+    bits = np.packbits(np.asarray(values, dtype=np.bool_), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+
+
+def _repeated(text: str | None, n: int) -> Any:
+    """A string column holding ``text`` (null for ``None``) ``n`` times."""
+    pa, _ = _arrow()
+    data = (text or "").encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * len(data)
+    validity = None if text is not None else pa.py_buffer(np.zeros((n + 7) // 8, np.uint8))
+    buffers = [validity, pa.py_buffer(offsets), pa.py_buffer(data * n)]
+    return pa.Array.from_buffers(pa.string(), n, buffers, 0 if text is not None else n)
 
 
 class _RequestSink:
@@ -201,32 +233,56 @@ class _RequestSink:
         self._output_tokens: array[int] = array("q")
         self._in_window: array[int] = array("b")
 
-    def add(
+    def add(self, index: int, requests: Sequence[Request], inside: bool) -> None:
+        """Buffer the rows of some of process ``index``'s requests, in log order.
+
+        Args:
+            index: the process.
+            requests: its next requests.
+            inside: whether they were all logged inside the window.
+        """
+        if requests:
+            self.extend(
+                index,
+                [r.t for r in requests],
+                [r.latency_ms for r in requests],
+                [math.nan if r.ttft_ms is None else r.ttft_ms for r in requests],
+                [r.input_tokens for r in requests],
+                [r.output_tokens for r in requests],
+                [inside] * len(requests),
+            )
+
+    def extend(
         self,
         index: int,
-        t: float,
-        latency_ms: float,
-        ttft_ms: float | None,
-        input_tokens: int,
-        output_tokens: int,
-        inside: bool,
+        t: list[float],
+        latency_ms: list[float],
+        ttft_ms: list[float],
+        input_tokens: list[int],
+        output_tokens: list[int],
+        inside: list[bool],
     ) -> None:
-        """Buffer one row; a full buffer is written out."""
+        """Buffer rows of process ``index`` given as columns (TTFT NaN where not logged).
+
+        Every full ``BUFFER_ROWS`` is written out as one row group, wherever the batches of
+        the replay fall, so the file's row groups depend on the rows only.
+        """
         if index != self._last_index:
             if index < self._last_index or index in self.rows_of:
                 # Row order is by process, then log order: the logs must be fed one by one.
                 raise LedgerError(f"request rows of process {index} came out of process order")
             self._last_index = index
-        self.rows_of[index] = self.rows_of.get(index, 0) + 1
-        self._index.append(index)
-        self._t.append(t)
-        self._latency_ms.append(latency_ms)
-        self._ttft_ms.append(np.nan if ttft_ms is None else ttft_ms)
-        self._input_tokens.append(input_tokens)
-        self._output_tokens.append(output_tokens)
-        self._in_window.append(1 if inside else 0)
-        if len(self._t) >= BUFFER_ROWS:
-            self.flush()
+        n = len(t)
+        self.rows_of[index] = self.rows_of.get(index, 0) + n
+        self._index.extend(array("i", [index]) * n)
+        self._t.extend(t)
+        self._latency_ms.extend(latency_ms)
+        self._ttft_ms.extend(ttft_ms)
+        self._input_tokens.extend(input_tokens)
+        self._output_tokens.extend(output_tokens)
+        self._in_window.extend(array("b", [1 if x else 0 for x in inside]))
+        while len(self._t) >= BUFFER_ROWS:
+            self.flush(BUFFER_ROWS)
 
     def _open(self) -> Any:
         if self._writer is None:
@@ -235,36 +291,43 @@ class _RequestSink:
             )
             self._fh = os.fdopen(fd, "wb")
             os.fchmod(self._fh.fileno(), FILE_MODE)
-            self._writer = _parquet_writer(self._fh, requests_schema(self.experiment_id))
+            self._writer = _parquet_writer(
+                self._fh, _schema(REQUEST_COLUMNS, self.experiment_id), ["process_index"]
+            )
         return self._writer
 
-    def flush(self) -> None:
-        """Write the buffered rows as one row group (none: nothing).
+    def flush(self, rows: int | None = None) -> None:
+        """Write the first ``rows`` buffered rows (all by default) as one row group.
 
         An I/O error becomes a ``LedgerError``: this runs inside the replay, where an
         ``OSError`` would be taken for a log that cannot be read.
         """
         try:
-            self._write_buffer()
+            self._write_rows(len(self._t) if rows is None else rows)
         except OSError as exc:
             raise LedgerError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
 
-    def _write_buffer(self) -> None:
+    def _write_rows(self, n: int) -> None:
         writer = self._open()
-        if not self._t:
+        if not n:
             return
         pa, _ = _arrow()
         columns = [
-            pa.array(np.frombuffer(self._index, dtype=np.int32), type=pa.int32()),
-            _floats(self._t),
-            _floats(self._latency_ms),
-            _floats(self._ttft_ms, nulls=True),
-            pa.array(np.frombuffer(self._input_tokens, dtype=np.int64), type=pa.int64()),
-            pa.array(np.frombuffer(self._output_tokens, dtype=np.int64), type=pa.int64()),
-            pa.array(np.frombuffer(self._in_window, dtype=np.int8).astype(np.bool_)),
+            _column(pa.int32(), np.frombuffer(self._index, dtype=np.int32)[:n]),
+            _column(pa.float64(), np.frombuffer(self._t)[:n]),
+            _column(pa.float64(), np.frombuffer(self._latency_ms)[:n]),
+            _floats(np.frombuffer(self._ttft_ms)[:n]),
+            _column(pa.int64(), np.frombuffer(self._input_tokens, dtype=np.int64)[:n]),
+            _column(pa.int64(), np.frombuffer(self._output_tokens, dtype=np.int64)[:n]),
+            _bools(np.frombuffer(self._in_window, dtype=np.int8)[:n]),
         ]
         writer.write_batch(pa.record_batch(columns, schema=writer.schema))
-        self._clear()
+        # New arrays for the rows left: the written ones are still viewed by numpy and Arrow,
+        # and an array that exports its buffer cannot grow.
+        self._index, self._t = self._index[n:], self._t[n:]
+        self._latency_ms, self._ttft_ms = self._latency_ms[n:], self._ttft_ms[n:]
+        self._input_tokens, self._output_tokens = self._input_tokens[n:], self._output_tokens[n:]
+        self._in_window = self._in_window[n:]
 
     def finish(self) -> str:
         """Write what is left, close and fsync the temp file; its name."""
@@ -306,21 +369,21 @@ class _ProcessFeed:
 
     def __call__(self, events: Sequence[Event | UnknownEvent]) -> None:
         self.bins.feed(events)
+        if _EDGES.isdisjoint(map(type, events)):
+            requests = [e for e in events if isinstance(e, Request)]
+            self.sink.add(self.index, requests, self.started and not self.ended)
+            return
+        # A batch holding an edge of the window (the replay folds those one line at a time).
         for event in events:
             if isinstance(event, Request):
-                self.sink.add(
-                    self.index,
-                    event.t,
-                    event.latency_ms,
-                    event.ttft_ms,
-                    event.input_tokens,
-                    event.output_tokens,
-                    self.started and not self.ended,
-                )
+                self.sink.add(self.index, [event], self.started and not self.ended)
             elif isinstance(event, WindowStarted):
                 self.started = True
             elif isinstance(event, WindowEnded):
                 self.ended = True
+
+
+_EDGES = frozenset({WindowStarted, WindowEnded})
 
 
 class SeriesRecorder:
@@ -377,6 +440,8 @@ class SeriesRecorder:
         Raises:
             LedgerError: a write failed (the old files are untouched, no temp file is left).
         """
+        if scan.experiment_id != self.experiment_id:
+            raise LedgerError(f"a scan of {scan.experiment_id} given for {self.experiment_id}")
         if scan.legacy:
             return SeriesFiles(None, None, changed=False)
         replayed = {ev.index for ev in scan.evidence if ev.summary is not None}
@@ -413,7 +478,16 @@ class SeriesRecorder:
                 for batch in pq.ParquetFile(fh).iter_batches(batch_size=BUFFER_ROWS):
                     for row in batch.to_pylist():
                         if row["process_index"] not in dropped:
-                            sink.add(*row.values())  # the columns are in its argument order
+                            ttft = row["ttft_ms"]
+                            sink.extend(
+                                row["process_index"],
+                                [row["t"]],
+                                [row["latency_ms"]],
+                                [math.nan if ttft is None else ttft],
+                                [row["input_tokens"]],
+                                [row["output_tokens"]],
+                                [row["in_window"]],
+                            )
             new = sink.finish()
         except BaseException:
             sink.discard()
@@ -452,10 +526,10 @@ def _same_bytes(new: Path, old: Path) -> bool:
 def _timeseries_bytes(series: Sequence[GpuSeries], experiment_id: str) -> bytes:
     """The time series file's bytes: every GPU's rows, in the order given."""
     pa, _ = _arrow()
-    schema = timeseries_schema(experiment_id)
+    schema = _schema(TIMESERIES_COLUMNS, experiment_id)
     parts = [_gpu_table(pa, schema, s) for s in series if len(s.columns)]
     sink = pa.BufferOutputStream()
-    writer = _parquet_writer(sink, schema)
+    writer = _parquet_writer(sink, schema, ["gpu", "hostname"])
     try:
         if parts:
             writer.write_table(pa.concat_tables(parts), row_group_size=BUFFER_ROWS)
@@ -467,25 +541,18 @@ def _timeseries_bytes(series: Sequence[GpuSeries], experiment_id: str) -> bytes:
 def _gpu_table(pa: Any, schema: Any, s: GpuSeries) -> Any:
     c = s.columns
     n = len(c)
-
-    def nullable(values: np.ndarray[Any, Any]) -> Any:
-        return pa.array(values, type=pa.float64(), mask=np.isnan(values))
-
+    gpu_id = np.full(n, s.gpu_id if s.gpu_id is not None else 0, dtype=np.int32)
     columns = [
-        pa.array([s.gpu_key] * n, type=pa.string()),
-        pa.array([s.hostname] * n, type=pa.string()),
-        pa.array([s.gpu_id] * n, type=pa.int32()),
-        pa.array(c.t_sec, type=pa.int64()),
-        pa.array(c.in_window, type=pa.bool_()),
-        nullable(c.power_w),
-        nullable(c.energy_mj),
-        nullable(c.temperature_c),
-        nullable(c.sm_util_pct),
-        nullable(c.memory_used_mb),
-        pa.array(c.throttle_reasons, type=pa.int64()),
-        pa.array(c.samples.astype(np.int32), type=pa.int32()),
-        pa.array(c.requests.astype(np.int32), type=pa.int32()),
-        pa.array(c.output_tokens_per_sec, type=pa.float64()),
+        _repeated(s.gpu_key, n),
+        _repeated(s.hostname, n),
+        _column(pa.int32(), gpu_id, np.full(n, s.gpu_id is None)),
+        _column(pa.int64(), c.t_sec),
+        _bools(c.in_window),
+        *(_floats(getattr(c, name)) for name in READING_COLUMNS),
+        _column(pa.int64(), c.throttle_reasons),
+        _column(pa.int32(), c.samples),
+        _column(pa.int32(), c.requests),
+        _column(pa.float64(), c.output_tokens_per_sec),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
 
@@ -513,14 +580,14 @@ def write_series(
 __all__ = [
     "BUFFER_ROWS",
     "REQUESTS_SUFFIX",
+    "REQUEST_COLUMNS",
+    "TIMESERIES_COLUMNS",
     "TIMESERIES_SUFFIX",
     "ZSTD_LEVEL",
     "SeriesFiles",
     "SeriesRecorder",
     "parquet_available",
     "requests_name",
-    "requests_schema",
     "timeseries_name",
-    "timeseries_schema",
     "write_series",
 ]
