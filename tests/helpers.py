@@ -79,7 +79,7 @@ def ticking_clock(start: float, step_sec: float = 1.0) -> Callable[[], float]:
 def result_outputs(*experiment_ids: str, csv: bool = True) -> list[str]:
     """The names a replay writes into ``aggregated/`` for complete experiments, sorted: each
     one's JSON, and with pyarrow (the ``parquet`` extra) its time series and request table."""
-    from energy_ledger.store.series import parquet_available
+    from energy_ledger.store.parquet import parquet_available
 
     names = ["results.csv"] if csv else []
     for eid in experiment_ids:

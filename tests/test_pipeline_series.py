@@ -19,7 +19,7 @@ from energy_ledger.pipeline import process_experiment, recover_experiment, repla
 from energy_ledger.simulate import simulate
 from energy_ledger.store import parallel
 from energy_ledger.store.layout import ResultsLayout
-from energy_ledger.store.series import parquet_available
+from energy_ledger.store.parquet import parquet_available
 
 pytestmark = [
     pytest.mark.usefixtures("restore_logging"),

@@ -35,14 +35,10 @@ from energy_ledger.store.exporters import csv_row, write_result_json
 from energy_ledger.store.layout import ResultsLayout, experiment_location, results_root
 from energy_ledger.store.lock import outputs_lock
 from energy_ledger.store.parallel import log_bytes, log_paths, prefetch_tails, worker_pool
+from energy_ledger.store.parquet import parquet_available
 from energy_ledger.store.reader import ExperimentScan, LogTail, list_experiments, scan_experiment
 from energy_ledger.store.results import is_partial
-from energy_ledger.store.series import (
-    SeriesFiles,
-    SeriesRecorder,
-    parquet_available,
-    write_series,
-)
+from energy_ledger.store.series import SeriesFiles, SeriesRecorder, write_series
 from energy_ledger.store.table import (
     Fresh,
     current_source,

@@ -21,7 +21,7 @@ from energy_ledger.pipeline import replay_root
 from energy_ledger.simulate import simulate
 from energy_ledger.store import parallel
 from energy_ledger.store.parallel import log_paths, prefetch_tails, worker_pool
-from energy_ledger.store.series import parquet_available
+from energy_ledger.store.parquet import parquet_available
 from energy_ledger.store.tail import LogTail
 
 pytestmark = pytest.mark.usefixtures("restore_logging")

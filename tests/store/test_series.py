@@ -29,9 +29,10 @@ from energy_ledger import __version__
 from energy_ledger.exceptions import LedgerError, UnsafePathError
 from energy_ledger.pipeline import replay_root
 from energy_ledger.simulate import T0, simulate, simulate_process
-from energy_ledger.store import series
+from energy_ledger.store import parquet, series
 from energy_ledger.store.layout import ResultsLayout
-from energy_ledger.store.series import SeriesRecorder, parquet_available, write_series
+from energy_ledger.store.parquet import parquet_available
+from energy_ledger.store.series import SeriesRecorder, write_series
 from energy_ledger.store.writer import EventLogWriter
 from tests.helpers import child_env
 
@@ -475,7 +476,7 @@ class TestSafety:
     ) -> None:
         """parquet_available follows importlib's answer for pyarrow."""
         assert parquet_available()
-        monkeypatch.setattr(series.importlib.util, "find_spec", lambda name: None)
+        monkeypatch.setattr(parquet.importlib.util, "find_spec", lambda name: None)
         assert not parquet_available()
 
 

@@ -53,8 +53,9 @@ from energy_ledger.report.numbers import figures_of
 from energy_ledger.store.atomic import fsync_dir, write_if_changed
 from energy_ledger.store.exporters import CSV_COLUMNS
 from energy_ledger.store.files import open_regular
-from energy_ledger.store.layout import ResultsLayout, results_root
+from energy_ledger.store.layout import ResultsLayout, real_folder, results_root
 from energy_ledger.store.lock import outputs_lock
+from energy_ledger.store.parquet import write_options
 from energy_ledger.store.results import ResultFile, identity_of, list_results, read_regular_file
 
 logger = logging.getLogger(__name__)
@@ -173,17 +174,7 @@ def fragment_bytes(row: Mapping[str, Any]) -> bytes:
     try:
         table = pa.Table.from_pydict({name: [row[name]] for name in SCHEMA.names}, schema=SCHEMA)
         sink = pa.BufferOutputStream()
-        pq.write_table(
-            table,
-            sink,
-            version="2.6",
-            data_page_version="1.0",
-            compression="zstd",
-            compression_level=ZSTD_LEVEL,
-            use_dictionary=False,
-            write_statistics=True,
-            store_schema=True,
-        )
+        pq.write_table(table, sink, use_dictionary=False, **write_options(ZSTD_LEVEL))
     except (pa.ArrowException, OverflowError) as exc:
         raise LedgerError(f"a value does not fit the dataset's schema: {exc}") from None
     data: bytes = sink.getvalue().to_pybytes()
@@ -270,20 +261,7 @@ def dataset_dir(layout: ResultsLayout) -> Path:
         LedgerError: it cannot be created.
     """
     folder = layout.outputs_dir(create=True) / DATASET_NAME
-    try:
-        os.mkdir(folder, 0o755)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise LedgerError(f"cannot create {folder}: {exc.strerror or exc}") from exc
-    st = os.lstat(folder)
-    if stat.S_ISLNK(st.st_mode):
-        raise UnsafePathError(
-            f"{folder} is a symbolic link (to {os.readlink(folder)}); the dataset is written "
-            "only into a real folder inside the root: remove the link"
-        )
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafePathError(f"{folder} is not a folder; refusing to replace it")
+    real_folder(folder)
     return layout.check_inside(folder)
 
 

@@ -30,7 +30,8 @@ from energy_ledger.exceptions import LedgerError, UnsafePathError
 from energy_ledger.export import lem
 from energy_ledger.models import ExperimentResult
 from energy_ledger.store.atomic import fsync_dir, write_if_changed
-from energy_ledger.store.layout import ResultsLayout, inside, results_root
+from energy_ledger.store.layout import ResultsLayout, inside, real_folder, results_root
+from energy_ledger.store.parquet import arrow, write_options
 from energy_ledger.store.results import (
     ResultFile,
     list_results,
@@ -108,33 +109,6 @@ class BundleExport:
         return [o.folder for o in self.outcomes if o.folder is not None and o.status != "failed"]
 
 
-def _real_folder(path: Path) -> Path:
-    """``path`` as a real folder (made when missing); a link or a file there is refused.
-
-    Raises:
-        UnsafePathError: it is a symbolic link (wherever it leads).
-        LedgerError: it is not a folder, or cannot be made.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        try:
-            path.mkdir()
-        except OSError as exc:
-            raise LedgerError(f"cannot create {path}: {exc.strerror or exc}") from exc
-        return path
-    except OSError as exc:
-        raise LedgerError(f"cannot use {path}: {exc.strerror or exc}") from exc
-    if stat.S_ISLNK(st.st_mode):
-        raise UnsafePathError(
-            f"{path} is a symbolic link (to {os.readlink(path)}); bundles are written only "
-            "into a real folder: replace the link with a folder"
-        )
-    if not stat.S_ISDIR(st.st_mode):
-        raise LedgerError(f"cannot write into {path}: it is not a folder")
-    return path
-
-
 def output_folder(layout: ResultsLayout, out: str | os.PathLike[str] | None) -> Path:
     """The checked output folder: ``out``, or ``ROOT/exports/lem-bundle``; made if missing.
 
@@ -148,7 +122,7 @@ def output_folder(layout: ResultsLayout, out: str | os.PathLike[str] | None) -> 
         LedgerError: a folder cannot be made or is a file.
     """
     if out is None:
-        return _real_folder(_real_folder(layout.root / EXPORTS_DIR) / BUNDLE_DIR)
+        return real_folder(real_folder(layout.root / EXPORTS_DIR) / BUNDLE_DIR)
     target = Path(os.path.abspath(out))
     for owned in (layout.raw_dir, layout.aggregated_dir, layout.state_dir):
         if inside(owned, target):
@@ -158,7 +132,7 @@ def output_folder(layout: ResultsLayout, out: str | os.PathLike[str] | None) -> 
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LedgerError(f"cannot create {target.parent}: {exc.strerror or exc}") from exc
-    return _real_folder(target)
+    return real_folder(target)
 
 
 def _lem_columns(rows: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
@@ -208,14 +182,7 @@ def lem_timeseries_bytes(source: bytes, *, experiment_id: str, declared_config_h
     Raises:
         LedgerError: pyarrow is not installed, or the bytes are not our time series.
     """
-    try:
-        import pyarrow as pa  # type: ignore[import-untyped]
-        import pyarrow.parquet as pq  # type: ignore[import-untyped]
-    except ImportError as exc:
-        raise LedgerError(
-            "pyarrow is not installed, so no timeseries.parquet was written "
-            "(install energy-ledger[parquet])"
-        ) from exc
+    pa, pq = arrow()
     try:
         table = pq.read_table(pa.BufferReader(source))
     except (pa.ArrowException, OSError) as exc:
@@ -252,7 +219,7 @@ def lem_timeseries_bytes(source: bytes, *, experiment_id: str, declared_config_h
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise LedgerError(f"not our time series: {exc}") from None
     sink = io.BytesIO()
-    pq.write_table(out_table, sink)
+    pq.write_table(out_table, sink, **write_options(3))
     return sink.getvalue()
 
 
@@ -302,7 +269,7 @@ def write_bundle(folder: Path, files: dict[str, bytes]) -> bool:
         UnsafePathError: the folder is a symbolic link.
         LedgerError: a file cannot be written or removed.
     """
-    _real_folder(folder)
+    real_folder(folder)
     changed = False
     for name in sorted(files, key=lambda n: (n == lem.RESULT_FILE, n)):
         changed |= write_if_changed(folder / name, files[name])

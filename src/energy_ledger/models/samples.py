@@ -73,7 +73,10 @@ class Samples(Sequence[float]):
     def __getitem__(self, index: slice) -> Samples: ...
     def __getitem__(self, index: int | slice) -> float | Samples:
         if isinstance(index, slice):
-            return Samples(self._values[slice(*index.indices(self._length))])
+            start, stop, step = index.indices(self._length)
+            if step == 1:
+                return Samples(self._values[start:stop])
+            return Samples(self._values[i] for i in range(start, stop, step))
         if not -self._length <= index < self._length:
             raise IndexError("Samples index out of range")
         return self._values[index % self._length]

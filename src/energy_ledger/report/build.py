@@ -45,7 +45,12 @@ from energy_ledger.report.scatter import comparison_figures
 from energy_ledger.store.atomic import write_if_changed
 from energy_ledger.store.exporters import result_to_json_bytes
 from energy_ledger.store.files import read_regular
-from energy_ledger.store.layout import ResultsLayout, experiment_location, results_root
+from energy_ledger.store.layout import (
+    ResultsLayout,
+    experiment_location,
+    real_folder,
+    results_root,
+)
 from energy_ledger.store.reader import ExperimentScan, scan_experiment
 from energy_ledger.store.results import list_results, preferred
 
@@ -153,12 +158,7 @@ def _write_figures(
     outputs = layout.outputs_dir(create=True)
     folder = outputs / FIGURES_DIR / folder_name
     for level in (folder.parent, folder):
-        if level.is_symlink() or (level.exists() and not level.is_dir()):
-            raise UnsafePathError(f"{level} is not a real folder; refusing to write into it")
-        try:
-            level.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise LedgerError(f"cannot create {level}: {exc.strerror or exc}") from exc
+        real_folder(level)
     written: list[Path] = []
     for fig in figures:
         items: list[tuple[str, bytes]] = []

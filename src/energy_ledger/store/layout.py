@@ -127,27 +127,11 @@ class ResultsLayout:
             LedgerError: it is not a folder, or cannot be created.
         """
         folder = self.aggregated_dir
-        try:
-            st = os.lstat(folder)
-        except FileNotFoundError:
+        if not os.path.lexists(folder):
             if not create:
                 return folder
             self.check_inside(folder)
-            try:
-                folder.mkdir(exist_ok=True)
-                st = os.lstat(folder)
-            except OSError as exc:
-                raise LedgerError(f"cannot create {folder}: {exc.strerror or exc}") from exc
-        except OSError as exc:
-            raise LedgerError(f"cannot use {folder}: {exc.strerror or exc}") from exc
-        if stat.S_ISLNK(st.st_mode):
-            raise UnsafePathError(
-                f"{folder} is a symbolic link (to {os.readlink(folder)}); results are written "
-                "only into a real folder inside the root: replace the link with a folder"
-            )
-        if not stat.S_ISDIR(st.st_mode):
-            raise LedgerError(f"cannot write {folder}: it is a file, not a folder")
-        return self.check_inside(folder)
+        return self.check_inside(real_folder(folder))
 
     def check_output_file(self, path: Path) -> Path:
         """Return ``path`` (a file directly in ``aggregated/``) if it is safe to replace.
@@ -172,6 +156,34 @@ class ResultsLayout:
         if not stat.S_ISREG(st.st_mode):
             raise UnsafePathError(f"{path} is not a regular file; refusing to replace it")
         return self.check_inside(path)
+
+
+def real_folder(folder: Path) -> Path:
+    """``folder`` as a real folder, made (without parents) when missing: every output folder
+    (``aggregated/``, the dataset, the bundles, the figures) is checked here before a write.
+
+    Raises:
+        UnsafePathError: it is a symbolic link (wherever it leads), or a file, not a folder.
+        LedgerError: it cannot be made or examined.
+    """
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        try:
+            folder.mkdir(exist_ok=True)
+            st = os.lstat(folder)
+        except OSError as exc:
+            raise LedgerError(f"cannot create {folder}: {exc.strerror or exc}") from exc
+    except OSError as exc:
+        raise LedgerError(f"cannot use {folder}: {exc.strerror or exc}") from exc
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(
+            f"{folder} is a symbolic link (to {os.readlink(folder)}); outputs are written only "
+            "into a real folder inside the root: replace the link with a folder"
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePathError(f"cannot write into {folder}: it is a file, not a folder")
+    return folder
 
 
 def log_name(process_index: int) -> str:

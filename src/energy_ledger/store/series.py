@@ -38,8 +38,6 @@ this module can be imported, and its absence reported, without it.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import logging
 import math
 import os
@@ -61,6 +59,7 @@ from energy_ledger.exceptions import LedgerError
 from energy_ledger.store.atomic import FILE_MODE, fsync_dir, write_if_changed
 from energy_ledger.store.files import open_regular
 from energy_ledger.store.layout import ResultsLayout, check_experiment_id
+from energy_ledger.store.parquet import arrow, write_options
 from energy_ledger.store.reader import ExperimentScan, scan_experiment
 
 logger = logging.getLogger(__name__)
@@ -72,12 +71,6 @@ BUFFER_ROWS = 65_536
 ZSTD_LEVEL = 3
 """zstd's default level: most of the ratio of higher levels at a fraction of the time."""
 COMPARE_CHUNK_BYTES = 1 << 20
-PARQUET_HINT = "writing Parquet needs pyarrow: pip install 'energy-ledger[parquet]'"
-
-
-def parquet_available() -> bool:
-    """True when pyarrow is installed (without importing it)."""
-    return importlib.util.find_spec("pyarrow") is not None
 
 
 def timeseries_name(experiment_id: str) -> str:
@@ -103,16 +96,6 @@ class SeriesFiles:
     timeseries: Path | None
     requests: Path | None
     changed: bool
-
-
-def _arrow() -> tuple[Any, Any]:
-    """pyarrow and pyarrow.parquet, or a ``LedgerError`` saying what to install."""
-    # import_module rather than an import statement: pyarrow ships no type information, and
-    # this keeps mypy quiet whether or not a stub package or an override is installed.
-    try:
-        return importlib.import_module("pyarrow"), importlib.import_module("pyarrow.parquet")
-    except ImportError as exc:
-        raise LedgerError(PARQUET_HINT) from exc
 
 
 REQUEST_COLUMNS = (
@@ -142,7 +125,7 @@ TIMESERIES_COLUMNS = (
 
 def _schema(columns: Sequence[tuple[str, str]], experiment_id: str) -> Any:
     """A ``pyarrow.Schema`` of ``columns``, with the file's key-value metadata."""
-    pa, _ = _arrow()
+    pa, _ = arrow()
     metadata = {"experiment_id": experiment_id, "energy_ledger_version": __version__}
     return pa.schema([(name, getattr(pa, kind)()) for name, kind in columns], metadata=metadata)
 
@@ -153,19 +136,14 @@ def _parquet_writer(where: Any, schema: Any, dictionary: list[str]) -> Any:
     Dictionary encoding only for ``dictionary``, the columns of few distinct values: on
     measured floats (nearly all distinct) it made the files larger and cost memory.
     """
-    _, pq = _arrow()
+    _, pq = arrow()
     return pq.ParquetWriter(
         where,
         schema,
-        compression="zstd",
-        compression_level=ZSTD_LEVEL,
-        version="2.6",
-        data_page_version="1.0",
         use_dictionary=dictionary,
-        write_statistics=True,
         write_page_index=False,
         write_page_checksum=False,
-        store_schema=True,
+        **write_options(ZSTD_LEVEL),
     )
 
 
@@ -180,7 +158,7 @@ def _column(kind: Any, values: Numbers, nulls: Numbers | None = None) -> Any:
     Built from buffers rather than with ``pyarrow.array``, which imports pandas when it is
     installed (some 50 MB of memory, in a replay that has a memory budget).
     """
-    pa, _ = _arrow()
+    pa, _ = arrow()
     validity, null_count = None, 0
     if nulls is not None and nulls.any():
         validity = pa.py_buffer(np.packbits(~nulls, bitorder="little"))
@@ -191,19 +169,19 @@ def _column(kind: Any, values: Numbers, nulls: Numbers | None = None) -> Any:
 
 def _floats(values: Numbers) -> Any:
     """A float64 column, null where a value is NaN (a reading or TTFT that was not logged)."""
-    pa, _ = _arrow()
+    pa, _ = arrow()
     return _column(pa.float64(), values, np.isnan(values))
 
 
 def _bools(values: Numbers) -> Any:
-    pa, _ = _arrow()
+    pa, _ = arrow()
     bits = np.packbits(np.asarray(values, dtype=np.bool_), bitorder="little")
     return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
 
 
 def _repeated(text: str | None, n: int) -> Any:
     """A string column holding ``text`` (null for ``None``) ``n`` times."""
-    pa, _ = _arrow()
+    pa, _ = arrow()
     data = (text or "").encode()
     offsets = np.arange(n + 1, dtype=np.int32) * len(data)
     validity = None if text is not None else pa.py_buffer(np.zeros((n + 7) // 8, np.uint8))
@@ -311,7 +289,7 @@ class _RequestSink:
         writer = self._open()
         if not n:
             return
-        pa, _ = _arrow()
+        pa, _ = arrow()
         columns = [
             _column(pa.int32(), np.frombuffer(self._index, dtype=np.int32)[:n]),
             _column(pa.float64(), np.frombuffer(self._t)[:n]),
@@ -406,7 +384,7 @@ class SeriesRecorder:
     """
 
     def __init__(self, layout: ResultsLayout, experiment_id: str) -> None:
-        _arrow()
+        arrow()
         self.layout = layout
         self.experiment_id = experiment_id
         outputs = layout.outputs_dir(create=True)
@@ -471,7 +449,7 @@ class SeriesRecorder:
         It is read back a row group at a time and written again through a fresh sink, so the
         rows kept, and how they fall into row groups, are as if ``dropped`` had never been fed.
         """
-        _, pq = _arrow()
+        _, pq = arrow()
         sink = _RequestSink(self.requests_path, self.experiment_id)
         try:
             with open(tmp, "rb") as fh:
@@ -525,7 +503,7 @@ def _same_bytes(new: Path, old: Path) -> bool:
 
 def _timeseries_bytes(series: Sequence[GpuSeries], experiment_id: str) -> bytes:
     """The time series file's bytes: every GPU's rows, in the order given."""
-    pa, _ = _arrow()
+    pa, _ = arrow()
     schema = _schema(TIMESERIES_COLUMNS, experiment_id)
     parts = [_gpu_table(pa, schema, s) for s in series if len(s.columns)]
     sink = pa.BufferOutputStream()
@@ -586,7 +564,6 @@ __all__ = [
     "ZSTD_LEVEL",
     "SeriesFiles",
     "SeriesRecorder",
-    "parquet_available",
     "requests_name",
     "timeseries_name",
     "write_series",
