@@ -212,12 +212,14 @@ def emit_result(
     """``emit``, also returning the result as written (``recover`` reports it)."""
     result = aggregate_scan(scan)
     layout = scan.layout
-    with outputs_lock(layout):
-        if parquet_available():
-            files = recorder.write(scan) if recorder is not None else _series_pass(scan)
-            if files.timeseries is not None:
-                result = result.model_copy(update={"timeseries": files.timeseries.name})
-        path, changed = write_result(layout, result, inputs=inputs, pending=pending)
+    if parquet_available():
+        # Outside the outputs lock: these files are the experiment's own, replaced atomically
+        # with bytes that depend only on its logs, so concurrent writers cannot disagree; the
+        # lock serialises the result and the CSV, which it must.
+        files = recorder.write(scan) if recorder is not None else _series_pass(scan)
+        if files.timeseries is not None:
+            result = result.model_copy(update={"timeseries": files.timeseries.name})
+    path, changed = write_result(layout, result, inputs=inputs, pending=pending)
     return result, path, changed
 
 
@@ -403,7 +405,12 @@ def _replay_parallel(
     workers = jobs if by_experiment else min(jobs, max(len(log_paths(d)) for d in folders))
     if sum(map(log_bytes, folders)) < parallel.MIN_PARALLEL_BYTES:
         workers = 1  # less to read than starting the workers costs
+    if not by_experiment and parquet_available():
+        # The series need a read of every log in this process after the workers' (the tails
+        # come back folded, without an observer), which costs more than the workers save.
+        workers = 1
     if workers > 1:
+        layout.outputs_dir(create=True)  # so that each worker's scan feeds its series recorder
         try:
             _share_out(layout, todo, by_experiment, workers, done, pending, progress)
         except BrokenProcessPool as exc:  # a worker died (killed, out of memory): go on here

@@ -222,7 +222,7 @@ class TestMemoryBound:
     def test_peak_beyond_the_folded_state(self) -> None:
         """Peak traced memory stays under 10 bytes a request plus 2 MB of fixed costs.
 
-        The fold's own arrays (about 32 bytes a request here) are built before tracing starts.
+        The fold's own arrays (about 27 bytes a request here) are built before tracing starts.
         What remains is one sorted copy (8 bytes a request) and a chunk of formatted values; one
         Python list of the latencies alone would take 32 bytes a request.
         """

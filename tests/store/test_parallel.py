@@ -76,7 +76,10 @@ def test_by_log_outputs_are_the_serial_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One experiment of four processes: its logs go to the workers (``prefetch_tails``), the
-    aggregation stays here; the result is the serial one, byte for byte."""
+    aggregation stays here; the result is the serial one, byte for byte. (Only without the
+    time series: they would need the logs read once more here, so with pyarrow one experiment
+    is replayed in-process, which a second test checks.)"""
+    monkeypatch.setattr(pipeline, "parquet_available", lambda: False)
     a, b = _twin(tmp_path, extras=False, experiments=1, processes=4, requests=200)
     calls: list[Path] = []
     real = pipeline.prefetch_tails
@@ -90,6 +93,21 @@ def test_by_log_outputs_are_the_serial_bytes(
     assert calls == []
     (outcome,) = replay_root(b, jobs=2)
     assert calls == [b / "raw" / "sim-0000"]
+    assert outcome.action == "written"
+    assert _outputs(a) == _outputs(b)
+    assert len(_outputs(a)) == 2  # the result and the CSV
+
+
+@pytest.mark.skipif(not parquet_available(), reason="pyarrow (the parquet extra) is missing")
+def test_one_experiment_with_series_stays_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the time series to write, one experiment is not split over workers (its series
+    would need a second read here), and its outputs are still the serial bytes."""
+    a, b = _twin(tmp_path, extras=False, experiments=1, processes=4, requests=200)
+    monkeypatch.setattr(pipeline, "worker_pool", None)  # any use of workers would fail
+    replay_root(a, jobs=1)
+    (outcome,) = replay_root(b, jobs=2)
     assert outcome.action == "written"
     assert _outputs(a) == _outputs(b)
     assert len(_outputs(a)) == 1 + PER_RESULT

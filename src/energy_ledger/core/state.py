@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy as _copy
 from array import array
 from dataclasses import dataclass, field
-from typing import assert_never
+from typing import TYPE_CHECKING, assert_never, cast
 
 from energy_ledger.core.events import (
     Baseline,
@@ -47,6 +47,31 @@ THROTTLE_ANY = (
     | THROTTLE_HW_THERMAL
     | THROTTLE_HW_POWER_BRAKE
 )
+
+
+if TYPE_CHECKING:
+    _FloatArray = array[float]
+else:
+    _FloatArray = array  # not subscriptable at run time before Python 3.12
+
+
+class DiscardedSamples(_FloatArray):
+    """An ``array('d')`` that keeps nothing it is given.
+
+    A replay that needs the fold's order checks and counts but not every latency (the second
+    read that writes an experiment's time series, ``store.series``) folds into a state whose
+    per-request arrays are these (``ProcessState.light``), so that read costs no memory per
+    event. ``append`` and ``extend`` are the only ways the fold adds to an array.
+    """
+
+    def __new__(cls) -> DiscardedSamples:
+        return cast(DiscardedSamples, super().__new__(cls, "d"))
+
+    def append(self, value: float, /) -> None:
+        """Keep nothing."""
+
+    def extend(self, values: object, /) -> None:
+        """Keep nothing."""
 
 
 @dataclass(slots=True)
@@ -107,6 +132,19 @@ class ProcessState:
     unknown_types: dict[str, int] = field(default_factory=dict)
     finished: bool = False
     failed_error: str | None = None
+
+    @classmethod
+    def light(cls) -> ProcessState:
+        """A state that folds counts, edges and checks but keeps no per-request or per-sample
+        values (``DiscardedSamples``): for a replay that only feeds an observer."""
+        return cls(
+            latencies_ms=DiscardedSamples(),
+            ttft_ms=DiscardedSamples(),
+            itl_ms=DiscardedSamples(),
+            itl_trimmed_ms=DiscardedSamples(),
+            tpot_ms=DiscardedSamples(),
+            sm_util_pct=DiscardedSamples(),
+        )
 
     def copy(self) -> ProcessState:
         """An independent deep copy of this state."""

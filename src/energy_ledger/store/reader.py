@@ -24,7 +24,7 @@ from energy_ledger.core.completeness import CompletenessReport, ProcessEvidence,
 from energy_ledger.core.legacy import summary_from_raw
 from energy_ledger.core.marker import Marker, parse_marker
 from energy_ledger.core.process import ProcessSummary, facts_of, summarize_process
-from energy_ledger.core.replay import Observer
+from energy_ledger.core.replay import Observer, ReplayCursor
 from energy_ledger.core.state import ProcessState
 from energy_ledger.exceptions import FormatError, LedgerError, UnsafePathError
 from energy_ledger.models import RawProcessResult
@@ -191,6 +191,7 @@ def scan_experiment(
     strict: bool = True,
     expected_processes: int | None = None,
     observe: Callable[[int], Observer] | None = None,
+    light: bool = False,
 ) -> ExperimentScan:
     """Read one experiment folder and check its completeness.
 
@@ -204,6 +205,9 @@ def scan_experiment(
         observe: for a log read from its start here (no tail given for it), the observer its
             replay cursor calls with every batch of events folded (``core.timeline``), by
             process index.
+        light: fold new tails into ``ProcessState.light`` states (counts and checks, no
+            latencies): for a scan that only feeds ``observe``; its ``summaries`` are empty of
+            samples.
 
     Raises:
         UnsafePathError: the folder name is not a valid experiment id, or it leads outside the
@@ -236,6 +240,8 @@ def scan_experiment(
         log = entries[f"process_{index}.events.jsonl"]
         if tail is None or tail.path != log.path:
             tail = tails[index] = LogTail(log.path, follow_links=log.link)
+            if light:
+                tail.cursor = ReplayCursor(state=ProcessState.light())
             if observe is not None:
                 tail.cursor.observer = observe(index)
         tail.refresh(strict=strict)

@@ -551,7 +551,10 @@ def write_series(
     """
     directory = Path(os.path.abspath(experiment_dir))
     with SeriesRecorder(layout, directory.name) as recorder:
-        scan = scan_experiment(directory, layout=layout, strict=strict, observe=recorder.observe)
+        # Light states: this read only feeds the recorder (the result has its own replay).
+        scan = scan_experiment(
+            directory, layout=layout, strict=strict, observe=recorder.observe, light=True
+        )
         return recorder.write(scan)
 
 
