@@ -110,7 +110,7 @@ def bench_replay(report: Report, sizes: Sizes, work: Path) -> BigLog:
     report.add(sec, f"energy-ledger replay, {log.events:,} events ({mb:.0f} MB)",
                f"{log.events / ours / 1e6:.2f} M events/s ({ours:.2f} s)",
                figures={"events": log.events, "bytes": log.size, "times_sec": times})  # fmt: skip
-    targets = {"orjson loop": 0.5, "polars": 1.5}
+    targets = {"orjson loop": 0.6, "polars": 1.5}  # issue 12 raised the first from 0.5
     for name in ("orjson loop", "polars", "pandas"):
         if name not in median:
             report.add(sec, f"vs {name}", "skipped (not installed)")

@@ -273,10 +273,8 @@ def process_experiment(
         # Taken before the scan: a log that grows during it makes the next check fail, never
         # pass, so the worst case is one needless rescan.
         inputs = inputs_digest(layout, directory)
-        if tails is None and parquet_available() and layout.aggregated_dir.is_dir():
-            # Read from the start here: the series come from the same replay as the result
-            # (its request rows stream to a temp file in aggregated/, which is not created
-            # for an experiment that may turn out incomplete: the first one reads twice).
+        if tails is None and parquet_available():
+            # Read from the start here: the series come from the same replay as the result.
             recorder = SeriesRecorder(layout, experiment_id)
         with recorder if recorder is not None else contextlib.nullcontext():
             scan = scan_experiment(
@@ -403,8 +401,9 @@ def _replay_parallel(
     by_experiment = len(todo) >= jobs
     folders = [layout.experiment_dir(i) for i in todo]
     workers = jobs if by_experiment else min(jobs, max(len(log_paths(d)) for d in folders))
-    if sum(map(log_bytes, folders)) < parallel.MIN_PARALLEL_BYTES:
-        workers = 1  # less to read than starting the workers costs
+    few = len(todo) < parallel.MIN_PARALLEL_EXPERIMENTS
+    if few and sum(map(log_bytes, folders)) < parallel.MIN_PARALLEL_BYTES:
+        workers = 1  # less to do than starting the workers costs
     if not by_experiment and parquet_available():
         # The series need a read of every log in this process after the workers' (the tails
         # come back folded, without an observer), which costs more than the workers save.

@@ -547,4 +547,4 @@ class TestFootprint:
         (directory / ".completed_0").write_bytes(b"")
         files = write_series(directory, layout=layout)
         assert files == series.SeriesFiles(None, None, changed=False)
-        assert os.listdir(layout.aggregated_dir) == []
+        assert not layout.aggregated_dir.exists()  # not even made: nothing goes there

@@ -33,8 +33,12 @@ from energy_ledger.store.layout import LOG_RE
 from energy_ledger.store.tail import LogTail
 
 MIN_PARALLEL_BYTES = 16 << 20
-"""Below this many log bytes to read, replay stays in one process: starting workers costs
-about 0.3 s, the time one core takes to replay some 40 MB."""
+"""Below this many log bytes to read (and fewer than ``MIN_PARALLEL_EXPERIMENTS``
+experiments), replay stays in one process: starting workers costs about 0.3 s, the time one
+core takes to replay some 40 MB."""
+MIN_PARALLEL_EXPERIMENTS = 32
+"""From this many experiments to replay, workers pay off whatever their size: each one costs
+some milliseconds besides its bytes (its result, its series, their fsyncs)."""
 
 
 def log_bytes(directory: Path) -> int:
@@ -95,6 +99,7 @@ def prefetch_tails(pool: Executor, directory: Path, *, strict: bool = True) -> d
 
 __all__ = [
     "MIN_PARALLEL_BYTES",
+    "MIN_PARALLEL_EXPERIMENTS",
     "available_cores",
     "log_bytes",
     "log_paths",

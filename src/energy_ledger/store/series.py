@@ -43,7 +43,7 @@ import math
 import os
 import tempfile
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -192,9 +192,12 @@ def _repeated(text: str | None, n: int) -> Any:
 class _RequestSink:
     """Request rows, ``BUFFER_ROWS`` at a time, streamed as row groups into a temp file."""
 
-    def __init__(self, path: Path, experiment_id: str) -> None:
+    def __init__(
+        self, path: Path, experiment_id: str, make_folder: Callable[[], Path] | None = None
+    ) -> None:
         self.path = path
         self.experiment_id = experiment_id
+        self._make_folder = make_folder
         self.tmp: str | None = None
         self.rows_of: dict[int, int] = {}
         self._fh: IO[bytes] | None = None
@@ -264,6 +267,8 @@ class _RequestSink:
 
     def _open(self) -> Any:
         if self._writer is None:
+            if self._make_folder is not None:
+                self._make_folder()
             fd, self.tmp = tempfile.mkstemp(
                 prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
             )
@@ -387,11 +392,15 @@ class SeriesRecorder:
         arrow()
         self.layout = layout
         self.experiment_id = experiment_id
-        outputs = layout.outputs_dir(create=True)
+        # aggregated/ is made only when a file must go there (the first row group of a long
+        # run, or the write): a scan that finds the experiment incomplete leaves no trace.
+        outputs = layout.outputs_dir()
         self.timeseries_path = layout.check_output_file(outputs / timeseries_name(experiment_id))
         self.requests_path = layout.check_output_file(outputs / requests_name(experiment_id))
         self._feeds: dict[int, _ProcessFeed] = {}
-        self._sink = _RequestSink(self.requests_path, experiment_id)
+        self._sink = _RequestSink(
+            self.requests_path, experiment_id, lambda: layout.outputs_dir(create=True)
+        )
 
     def observe(self, index: int) -> Observer:
         """The replay observer of process ``index`` (``scan_experiment``'s ``observe``)."""
@@ -423,6 +432,7 @@ class SeriesRecorder:
         if scan.legacy:
             return SeriesFiles(None, None, changed=False)
         replayed = {ev.index for ev in scan.evidence if ev.summary is not None}
+        self.layout.outputs_dir(create=True)
         try:
             series = combine_by_gpu(
                 feed.bins.series(index)
