@@ -6,7 +6,6 @@ A thin wrapper over ``export.dataset`` and ``export.lem_bundle`` (docs/data.md).
 from __future__ import annotations
 
 import enum
-import importlib.util
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,8 +23,7 @@ from energy_ledger.cli.app import (
     print_json,
 )
 from energy_ledger.exceptions import LedgerError
-
-PARQUET_HINT = "pip install 'energy-ledger[parquet]'"
+from energy_ledger.store.parquet import PARQUET_HINT, parquet_available
 
 
 class Format(enum.StrEnum):
@@ -35,15 +33,15 @@ class Format(enum.StrEnum):
     LEM_BUNDLE = "lem-bundle"
 
 
-def _require_pyarrow(what: str) -> None:
-    if importlib.util.find_spec("pyarrow") is None:
-        raise LedgerError(f"{what} needs pyarrow, which is not installed: {PARQUET_HINT}")
+def _require_pyarrow() -> None:
+    if not parquet_available():
+        raise LedgerError(PARQUET_HINT)
 
 
 def _parquet(root: Path, as_json: bool) -> int:
     from energy_ledger.export.dataset import export_dataset
 
-    _require_pyarrow("the Parquet dataset")
+    _require_pyarrow()
     done = export_dataset(root)
     code = EXIT_NOT_COMPLETE if done.problems else EXIT_OK
     if as_json:
