@@ -29,6 +29,7 @@ from energy_ledger.core.completeness import CompletenessReport
 from energy_ledger.core.validity import is_validity_warning
 from energy_ledger.exceptions import IncompleteExperimentError, LedgerError, UnsafePathError
 from energy_ledger.models import ExperimentResult
+from energy_ledger.models.results import is_partial
 from energy_ledger.store import parallel
 from energy_ledger.store.atomic import fsync_dir
 from energy_ledger.store.exporters import csv_row, write_result_json
@@ -37,8 +38,7 @@ from energy_ledger.store.lock import outputs_lock
 from energy_ledger.store.parallel import log_bytes, log_paths, prefetch_tails, worker_pool
 from energy_ledger.store.parquet import parquet_available
 from energy_ledger.store.reader import ExperimentScan, LogTail, list_experiments, scan_experiment
-from energy_ledger.store.results import is_partial
-from energy_ledger.store.series import SeriesFiles, SeriesRecorder, write_series
+from energy_ledger.store.series import SeriesRecorder, write_series
 from energy_ledger.store.table import (
     Fresh,
     current_source,
@@ -216,16 +216,16 @@ def emit_result(
         # Outside the outputs lock: these files are the experiment's own, replaced atomically
         # with bytes that depend only on its logs, so concurrent writers cannot disagree; the
         # lock serialises the result and the CSV, which it must.
-        files = recorder.write(scan) if recorder is not None else _series_pass(scan)
+        # Without a recorder (the scan's tails were read before), the logs are read once more.
+        files = (
+            recorder.write(scan)
+            if recorder is not None
+            else write_series(scan.directory, layout=layout)
+        )
         if files.timeseries is not None:
             result = result.model_copy(update={"timeseries": files.timeseries.name})
     path, changed = write_result(layout, result, inputs=inputs, pending=pending)
     return result, path, changed
-
-
-def _series_pass(scan: ExperimentScan) -> SeriesFiles:
-    """The series of a scan that fed no recorder (its tails were read before): read again."""
-    return write_series(scan.directory, layout=scan.layout)
 
 
 def up_to_date(layout: ResultsLayout, experiment_id: str) -> bool:

@@ -261,7 +261,8 @@ def show(
 
     Exit 0 when every result shown is complete, 1 when one is partial or a file is unreadable.
     """
-    from energy_ledger.store.results import is_partial, key_figures, results_to_show
+    from energy_ledger.models.results import is_partial
+    from energy_ledger.store.results import key_figures, results_to_show
 
     shown = results_to_show(path)
     partial = any(is_partial(r) for _f, r in shown.results)

@@ -74,9 +74,13 @@ class GpuEnergy:
 
 def gpu_key(process: ProcessSummary) -> str:
     """The group a process's energy belongs to: its GPU's UUID, else the process itself."""
-    if process.gpu_uuid:
-        return f"gpu:{process.gpu_uuid}"
-    return f"process:{process.process_index}"
+    return key_of(process.gpu_uuid, process.process_index)
+
+
+def key_of(gpu_uuid: str | None, process_index: int) -> str:
+    """``gpu:<uuid>``, or ``process:<index>`` for a process that named no GPU (``gpu_key``'s
+    rule, for callers that hold the ``process_started`` fields rather than a summary)."""
+    return f"gpu:{gpu_uuid}" if gpu_uuid else f"process:{process_index}"
 
 
 def gpu_name(key: str) -> str:

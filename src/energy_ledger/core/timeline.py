@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from energy_ledger.core.energy import key_of
 from energy_ledger.core.events import (
     Baseline,
     Event,
@@ -233,7 +234,7 @@ class TimelineBuilder:
             baseline = Phase("baseline", max(0.0, b.t - b.duration_sec), b.t)
         return ProcessTimeline(
             process_index=index,
-            gpu_key=_gpu_key(s, index),
+            gpu_key=key_of(s.gpu_uuid if s else None, index),
             hostname=s.hostname if s else None,
             gpu_id=s.gpu_id if s else None,
             gpu_uuid=s.gpu_uuid if s else None,
@@ -261,13 +262,6 @@ class TimelineBuilder:
 
 def _floats(values: array[float]) -> Floats:
     return np.frombuffer(values, dtype=np.float64).copy() if len(values) else np.empty(0)
-
-
-def _gpu_key(started: ProcessStarted | None, index: int) -> str:
-    """The same key ``core.energy.gpu_key`` gives the process's summary."""
-    if started is not None and started.gpu_uuid:
-        return f"gpu:{started.gpu_uuid}"
-    return f"process:{index}"
 
 
 __all__ = ["Phase", "ProcessTimeline", "TimelineBuilder"]

@@ -16,7 +16,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from energy_ledger.exceptions import LedgerError
 
@@ -80,32 +82,32 @@ class ReportWriter:
 
     def _page(self, experiment_id: str) -> None:
         directory = self.root / "raw" / experiment_id
-        try:
-            written = self._build.write_experiment_report(directory)
-        except LedgerError as exc:
-            self.failures += 1
-            logger.error("%s: report not written: %s", experiment_id, exc)
-        except Exception:  # a report must never take the daemon down
-            self.failures += 1
-            logger.exception("%s: report not written (unexpected error)", experiment_id)
-        else:
+        if self._attempt(
+            f"{experiment_id}: report", self._build.write_experiment_report, directory
+        ):
             self.pages_written += 1
-            logger.info("%s: report %s", experiment_id, written.page)
         self._dirty = True
 
     def _comparison(self) -> None:
         self._dirty = False
         self._last_comparison = time.monotonic()
+        self._attempt("comparison report", self._build.write_comparison_report, self.root)
+
+    def _attempt(self, what: str, write: Callable[[Path], Any], path: Path) -> bool:
+        """Run one page write; log its outcome; True when it was written. Never raises: a
+        report must never take the daemon down."""
         try:
-            written = self._build.write_comparison_report(self.root)
+            written = write(path)
         except LedgerError as exc:
             self.failures += 1
-            logger.error("comparison report not written: %s", exc)
+            logger.error("%s not written: %s", what, exc)
+            return False
         except Exception:
             self.failures += 1
-            logger.exception("comparison report not written (unexpected error)")
-        else:
-            logger.info("comparison report %s", written.page)
+            logger.exception("%s not written (unexpected error)", what)
+            return False
+        logger.info("%s %s", what, written.page)
+        return True
 
 
 __all__ = ["COMPARISON_MIN_INTERVAL_SEC", "ReportWriter"]

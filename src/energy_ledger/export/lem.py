@@ -22,6 +22,7 @@ import orjson
 
 from energy_ledger._version import __version__
 from energy_ledger.models import ExperimentResult, ThermalThrottleInfo
+from energy_ledger.models.results import is_partial
 
 LEM_VERSION: Final = "0.7.0"
 """The LLenergyMeasure release whose bundle layout is written (from PyPI)."""
@@ -241,12 +242,6 @@ def bundle_names(results: Iterable[ExperimentResult]) -> dict[str, str]:
     return names
 
 
-def is_partial(result: ExperimentResult) -> bool:
-    """True when the result says it is partial (``aggregation.partial``, from ``recover``)."""
-    extra = result.aggregation.model_extra if result.aggregation is not None else None
-    return bool((extra or {}).get("partial"))
-
-
 def _run_ids(extra: dict[str, Any]) -> list[str]:
     value = extra.get("run_id")
     if isinstance(value, str):
@@ -462,7 +457,6 @@ __all__ = [
     "config_payload",
     "engine_of",
     "hash8",
-    "is_partial",
     "model_name_of",
     "result_payload",
     "system_payload",

@@ -111,3 +111,9 @@ class ExperimentResult(BaseModel):
     warmup_result: WarmupResult | None = None
     latency_stats: LatencyStatistics | None = None
     extended_metrics: ExtendedEfficiencyMetrics | None = None
+
+
+def is_partial(result: ExperimentResult) -> bool:
+    """True when the result says it is partial (``aggregation.partial``, written by ``recover``)."""
+    extra = result.aggregation.model_extra if result.aggregation is not None else None
+    return bool((extra or {}).get("partial"))

@@ -157,12 +157,6 @@ def load_result(path: Path, *, follow_links: bool = False) -> ExperimentResult:
         raise LedgerError(f"{path}: not an ExperimentResult ({exc})") from None
 
 
-def is_partial(result: ExperimentResult) -> bool:
-    """True when the result says it is partial (``aggregation.partial``)."""
-    extra = result.aggregation.model_extra if result.aggregation is not None else None
-    return bool((extra or {}).get("partial"))
-
-
 @dataclass(frozen=True, slots=True)
 class Shown:
     """What ``show`` found: the results it could read, and the files it could not."""
@@ -228,7 +222,6 @@ __all__ = [
     "ResultFile",
     "Shown",
     "identity_of",
-    "is_partial",
     "key_figures",
     "list_results",
     "load_result",
