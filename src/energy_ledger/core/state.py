@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy as _copy
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, assert_never, cast
 
@@ -167,58 +168,78 @@ def _counter_went_backwards(state: ProcessState, t: float, before: float, after:
     )
 
 
-def add_sample(
-    state: ProcessState,
-    t: float,
-    power_w: float | None,
-    energy_mj: float | None,
-    temperature_c: float | None,
-    sm_util_pct: float | None,
-    memory_used_mb: float | None,
-    throttle_reasons: int | None,
-) -> None:
-    """Fold one sampler reading into ``state``; readings outside the window are ignored."""
+def add_samples(state: ProcessState, samples: Sequence[Sample]) -> None:
+    """Fold sampler readings, in log order, into ``state``; readings outside the window are
+    ignored.
+
+    The running values live in local variables for the whole list and go back to the state
+    once at the end: a replay calls this with a block's hundreds of samples, ``apply`` with a
+    list of one.
+    """
     start_t = state.window_start_t
-    if start_t is None or state.window_end_t is not None or t < start_t:
+    if start_t is None or state.window_end_t is not None:
         return
-    state.samples += 1
+    n = 0
     prev_t = state.prev_sample_t
-    if prev_t is not None and state.prev_throttle & THROTTLE_ANY:
-        state.throttle_duration_sec += t - prev_t
-    if power_w is not None:
-        # Trapezoids between consecutive power readings: a sample without power_w does not
-        # cut the interval around it out of the integral.
-        if state.prev_power_t is not None and state.prev_power_w is not None:
-            state.power_integral_j += (
-                (t - state.prev_power_t) * (power_w + state.prev_power_w) / 2.0
-            )
-        else:
-            state.first_power_w, state.first_power_t = power_w, t
-        state.power_samples += 1
-        state.prev_power_w, state.prev_power_t = power_w, t
-    state.prev_sample_t = t
-    if energy_mj is not None:
-        previous = state.sample_energy_mj
-        if previous is None:
-            previous = state.window_start_energy_mj
-        if previous is not None and energy_mj < previous:
-            _counter_went_backwards(state, t, previous, energy_mj)
-        state.sample_energy_mj = energy_mj
-    if temperature_c is not None and (
-        state.max_temperature_c is None or temperature_c > state.max_temperature_c
-    ):
-        state.max_temperature_c = temperature_c
-    if memory_used_mb is not None and (
-        state.max_memory_used_mb is None or memory_used_mb > state.max_memory_used_mb
-    ):
-        state.max_memory_used_mb = memory_used_mb
-    if sm_util_pct is not None:
-        state.sm_util_pct.append(sm_util_pct)
-    bits = throttle_reasons or 0
-    if bits & THROTTLE_ANY:
-        state.throttle_timestamps.append(t)
-    state.throttle_bits |= bits
-    state.prev_throttle = bits
+    prev_throttle = state.prev_throttle
+    throttle_sec = state.throttle_duration_sec
+    integral_j = state.power_integral_j
+    prev_power_w, prev_power_t = state.prev_power_w, state.prev_power_t
+    power_samples = state.power_samples
+    energy_before = state.sample_energy_mj
+    max_temperature_c, max_memory_mb = state.max_temperature_c, state.max_memory_used_mb
+    throttle_bits = state.throttle_bits
+    sm_util = state.sm_util_pct.append
+    throttled_at = state.throttle_timestamps.append
+    for s in samples:
+        t = s.t
+        if t < start_t:
+            continue
+        n += 1
+        if prev_t is not None and prev_throttle & THROTTLE_ANY:
+            throttle_sec += t - prev_t
+        power_w = s.power_w
+        if power_w is not None:
+            # Trapezoids between consecutive power readings: a sample without power_w does not
+            # cut the interval around it out of the integral.
+            if prev_power_t is not None and prev_power_w is not None:
+                integral_j += (t - prev_power_t) * (power_w + prev_power_w) / 2.0
+            else:
+                state.first_power_w, state.first_power_t = power_w, t
+            power_samples += 1
+            prev_power_w, prev_power_t = power_w, t
+        prev_t = t
+        energy_mj = s.energy_mj
+        if energy_mj is not None:
+            previous = energy_before if energy_before is not None else state.window_start_energy_mj
+            if previous is not None and energy_mj < previous:
+                _counter_went_backwards(state, t, previous, energy_mj)
+            energy_before = energy_mj
+        temperature_c = s.temperature_c
+        if temperature_c is not None and (
+            max_temperature_c is None or temperature_c > max_temperature_c
+        ):
+            max_temperature_c = temperature_c
+        memory_mb = s.memory_used_mb
+        if memory_mb is not None and (max_memory_mb is None or memory_mb > max_memory_mb):
+            max_memory_mb = memory_mb
+        if s.sm_util_pct is not None:
+            sm_util(s.sm_util_pct)
+        bits = s.throttle_reasons or 0
+        if bits & THROTTLE_ANY:
+            throttled_at(t)
+        throttle_bits |= bits
+        prev_throttle = bits
+    state.samples += n
+    state.prev_sample_t = prev_t
+    state.prev_throttle = prev_throttle
+    state.throttle_duration_sec = throttle_sec
+    state.power_integral_j = integral_j
+    state.prev_power_w, state.prev_power_t = prev_power_w, prev_power_t
+    state.power_samples = power_samples
+    state.sample_energy_mj = energy_before
+    state.max_temperature_c, state.max_memory_used_mb = max_temperature_c, max_memory_mb
+    state.throttle_bits = throttle_bits
 
 
 def apply(state: ProcessState, event: Event | UnknownEvent) -> ProcessState:
@@ -253,16 +274,7 @@ def apply(state: ProcessState, event: Event | UnknownEvent) -> ProcessState:
                 if len(event.itl_ms) >= 3:
                     state.itl_trimmed_ms.extend(event.itl_ms[1:-1])
         case Sample():
-            add_sample(
-                state,
-                event.t,
-                event.power_w,
-                event.energy_mj,
-                event.temperature_c,
-                event.sm_util_pct,
-                event.memory_used_mb,
-                event.throttle_reasons,
-            )
+            add_samples(state, (event,))
         case ProcessStarted():
             state.started = event
         case Baseline():
@@ -310,10 +322,13 @@ def apply_all(state: ProcessState, events: list[Event]) -> ProcessState:
     """``for event in events: apply(state, event)``, run faster; the caller checked the order.
 
     Nearly every event of a log is a request or a sample. Requests are summed in local
-    variables and the envelope bookkeeping is done once for the whole list, which is what makes
-    this faster than the loop; every other event goes through ``apply`` itself. Nothing that
-    ``apply`` does for one event reads the fields updated at the end, so the result is the same
-    state (a property test checks it on random logs).
+    variables and the envelope bookkeeping is done once for the whole list. Samples are held
+    back and folded by one ``add_samples`` call per run of them: a run ends at the list's end
+    or at the next event that is neither a request nor a sample (a window edge or a warning
+    could depend on the samples before it), and requests and samples touch disjoint parts of
+    the state. Every other event goes through ``apply`` itself. Nothing that ``apply`` does for
+    one event reads the fields updated at the end, so the result is the same state (property
+    tests check it on random logs).
     """
     if not events:
         return state
@@ -326,6 +341,8 @@ def apply_all(state: ProcessState, events: list[Event]) -> ProcessState:
     trimmed = state.itl_trimmed_ms.extend
     tpots = state.tpot_ms.append
     window_open = state.window_open
+    samples: list[Sample] = []
+    hold = samples.append
     for event in events:
         if type(event) is Request:
             if not window_open:
@@ -348,20 +365,17 @@ def apply_all(state: ProcessState, events: list[Event]) -> ProcessState:
                 if len(itl) >= 3:
                     trimmed(itl[1:-1])
         elif type(event) is Sample:
-            n_hot += 1
-            add_sample(
-                state,
-                event.t,
-                event.power_w,
-                event.energy_mj,
-                event.temperature_c,
-                event.sm_util_pct,
-                event.memory_used_mb,
-                event.throttle_reasons,
-            )
+            hold(event)
         else:
+            if samples:
+                n_hot += len(samples)
+                add_samples(state, samples)
+                samples.clear()
             apply(state, event)
             window_open = state.window_open
+    if samples:
+        n_hot += len(samples)
+        add_samples(state, samples)
     state.requests += n_req
     state.requests_outside_window += n_outside
     state.input_tokens += n_in
