@@ -212,6 +212,24 @@ class TestSecondBinsLaws:
         assert_rows(bins.rows(), brute_force(kept))
 
     @LAWS
+    @given(lines=logs(), order=st.randoms(use_true_random=False), size=st.integers(2, 9))
+    def test_out_of_order_batches_land_in_their_own_seconds(
+        self, lines: list[bytes], order: Any, size: int
+    ) -> None:
+        """Batches of events out of time order, each spanning seconds, give the group-by too."""
+        kept = [ln for ln in lines if json.loads(ln)["type"] in ("sample", "request")]
+        order.shuffle(kept)
+        events = []
+        for line in kept:
+            e = json.loads(line)
+            body = {k: v for k, v in e.items() if k not in ("v", "seq", "t", "type")}
+            events.append(make_event(e["type"], seq=e["seq"], t=e["t"], **body))
+        bins = SecondBins()
+        for start in range(0, len(events), size):
+            bins.feed(events[start : start + size])
+        assert_rows(bins.rows(), brute_force(kept))
+
+    @LAWS
     @given(lines=logs())
     def test_memory_is_one_entry_per_second(self, lines: list[bytes]) -> None:
         """Each internal array holds one entry per distinct second, none per event."""

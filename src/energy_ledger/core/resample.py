@@ -45,10 +45,12 @@ work, not readings: they are summed over all of the GPU's processes per second, 
 
 from __future__ import annotations
 
+import bisect
 import math
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -65,6 +67,9 @@ from energy_ledger.core.events import (
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
+
+_MARKS = frozenset({ProcessStarted, WindowStarted, WindowEnded})
+"""Event types that change how the events after them are binned."""
 
 READING_COLUMNS = ("power_w", "energy_mj", "temperature_c", "sm_util_pct", "memory_used_mb")
 """The float readings of a row, in column order."""
@@ -214,23 +219,70 @@ class SecondBins:
         return len(self._t_sec)
 
     def feed(self, events: Sequence[Event | UnknownEvent]) -> None:
-        """Take the next events of the log, in order (the replay's observer)."""
-        for event in events:
-            # ``type() is``, not ``isinstance``: the event types are final, and it is faster.
-            if type(event) is Sample:
-                self._sample(event)
-            elif type(event) is Request:
-                self._request(event)
-            elif type(event) is WindowStarted:
-                self._window_started = True
-            elif type(event) is WindowEnded:
-                self._window_ended = True
-            elif type(event) is ProcessStarted:
-                self.started = event
+        """Take the next events of the log, in order (the replay's observer).
 
-    def _row(self, t: float) -> int:
-        """The row of the second ``t`` falls in, created when new."""
-        sec = math.floor(t)
+        The events between two marks (the window's edges, ``process_started``) are taken as
+        one run: its requests as columns (their counts and token sums are integers, so how
+        the runs fall changes nothing), its samples one by one in log order (the readings'
+        sums are floats, added in the order the log gives them).
+        """
+        if _MARKS.isdisjoint(map(type, events)):
+            self._run(events)
+            return
+        start = 0
+        for i, event in enumerate(events):
+            kind = type(event)
+            if kind in _MARKS:
+                self._run(events[start:i])
+                start = i + 1
+                if kind is WindowStarted:
+                    self._window_started = True
+                elif kind is WindowEnded:
+                    self._window_ended = True
+                else:
+                    self.started = cast(ProcessStarted, event)
+        self._run(events[start:])
+
+    def _run(self, events: Sequence[Event | UnknownEvent]) -> None:
+        """Take events among which the window neither opens nor closes."""
+        # ``type() is``, not ``isinstance``: the event types are final, and it is faster.
+        requests = [e for e in events if type(e) is Request]
+        if requests:
+            self._requests_of(requests)
+        if len(requests) < len(events):
+            self._samples_of(events)
+
+    def _requests_of(self, requests: list[Request]) -> None:
+        inside = self._window_started and not self._window_ended
+        times = [r.t for r in requests]
+        tokens = [r.output_tokens for r in requests]
+        first, last = math.floor(min(times)), math.floor(max(times))
+        if first == last:  # usual: a block's requests within one second
+            self._add_requests(first, len(times), sum(tokens), inside)
+        elif last - first <= len(times) and times == sorted(times):  # a replay's order
+            lo = 0
+            for sec in range(first, last + 1):
+                hi = bisect.bisect_left(times, sec + 1, lo)  # t < sec + 1 is floor(t) <= sec
+                if hi > lo:
+                    self._add_requests(sec, hi - lo, sum(tokens[lo:hi]), inside)
+                lo = hi
+        else:
+            found, at = np.unique(np.floor(np.array(times)).astype(np.int64), return_inverse=True)
+            per_second = np.zeros(len(found), np.int64)
+            np.add.at(per_second, at, np.array(tokens, dtype=np.int64))
+            counts = np.bincount(at, minlength=len(found)).tolist()
+            for sec, n, n_tokens in zip(found.tolist(), counts, per_second.tolist(), strict=True):
+                self._add_requests(sec, n, n_tokens, inside)
+
+    def _add_requests(self, sec: int, n: int, output_tokens: int, inside: bool) -> None:
+        row = self._row_of_second(sec)
+        self._requests[row] += n
+        self._output_tokens[row] += output_tokens
+        if inside:
+            self._in_window[row] = 1
+
+    def _row_of_second(self, sec: int) -> int:
+        """The row of second ``sec``, created when new."""
         if sec == self._last_sec:
             return self._last_row
         row = self._row_of.get(sec)
@@ -249,37 +301,50 @@ class SecondBins:
         self._last_sec, self._last_row = sec, row
         return row
 
-    def _request(self, r: Request) -> None:
-        row = self._row(r.t)
-        self._requests[row] += 1
-        self._output_tokens[row] += r.output_tokens
-        if self._window_started and not self._window_ended:
-            self._in_window[row] = 1
+    def _samples_of(self, events: Sequence[Event | UnknownEvent]) -> None:
+        """Add the samples among ``events`` to their seconds' running values, in log order.
 
-    def _sample(self, s: Sample) -> None:
-        row = self._row(s.t)
-        self._samples[row] += 1
-        if self._window_started and not self._window_ended:
-            self._in_window[row] = 1
-        if s.power_w is not None:
-            self._power_sum[row] += s.power_w
-            self._n_power[row] += 1
-        if s.temperature_c is not None:
-            self._temperature_sum[row] += s.temperature_c
-            self._n_temperature[row] += 1
-        if s.sm_util_pct is not None:
-            self._sm_sum[row] += s.sm_util_pct
-            self._n_sm[row] += 1
-        if s.energy_mj is not None and s.t >= self._energy_t[row]:
-            self._energy_mj[row] = s.energy_mj
-            self._energy_t[row] = s.t
-        memory = s.memory_used_mb
-        if memory is not None:
-            peak = self._memory_max_mb[row]
-            if math.isnan(peak) or memory > peak:
-                self._memory_max_mb[row] = memory
-        if s.throttle_reasons is not None:
-            self._throttle[row] |= s.throttle_reasons
+        One loop with the arrays in local names: this runs for every sample of a replay.
+        """
+        inside = self._window_started and not self._window_ended
+        floor, nan, isnan = math.floor, math.nan, math.isnan
+        row_of_second = self._row_of_second
+        samples, in_window = self._samples, self._in_window
+        power_sum, n_power = self._power_sum, self._n_power
+        temperature_sum, n_temperature = self._temperature_sum, self._n_temperature
+        sm_sum, n_sm = self._sm_sum, self._n_sm
+        energy_mj, energy_t = self._energy_mj, self._energy_t
+        memory_max_mb, throttle = self._memory_max_mb, self._throttle
+        last_sec, row = nan, -1
+        for s in events:
+            if type(s) is not Sample:
+                continue
+            t = s.t
+            sec = floor(t)
+            if sec != last_sec:
+                row, last_sec = row_of_second(sec), sec
+                if inside:
+                    in_window[row] = 1
+            samples[row] += 1
+            if s.power_w is not None:
+                power_sum[row] += s.power_w
+                n_power[row] += 1
+            if s.temperature_c is not None:
+                temperature_sum[row] += s.temperature_c
+                n_temperature[row] += 1
+            if s.sm_util_pct is not None:
+                sm_sum[row] += s.sm_util_pct
+                n_sm[row] += 1
+            if s.energy_mj is not None and t >= energy_t[row]:
+                energy_mj[row] = s.energy_mj
+                energy_t[row] = t
+            memory = s.memory_used_mb
+            if memory is not None:
+                peak = memory_max_mb[row]
+                if isnan(peak) or memory > peak:
+                    memory_max_mb[row] = memory
+            if s.throttle_reasons:
+                throttle[row] |= s.throttle_reasons
 
     def rows(self) -> SeriesColumns:
         """The series of everything fed so far, sorted by second (more may be fed afterwards)."""

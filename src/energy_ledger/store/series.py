@@ -230,18 +230,18 @@ class _RequestSink:
                 [math.nan if r.ttft_ms is None else r.ttft_ms for r in requests],
                 [r.input_tokens for r in requests],
                 [r.output_tokens for r in requests],
-                [inside] * len(requests),
+                array("b", [inside]) * len(requests),
             )
 
     def extend(
         self,
         index: int,
-        t: list[float],
-        latency_ms: list[float],
-        ttft_ms: list[float],
-        input_tokens: list[int],
-        output_tokens: list[int],
-        inside: list[bool],
+        t: Sequence[float],
+        latency_ms: Sequence[float],
+        ttft_ms: Sequence[float],
+        input_tokens: Sequence[int],
+        output_tokens: Sequence[int],
+        inside: Sequence[bool] | array[int],
     ) -> None:
         """Buffer rows of process ``index`` given as columns (TTFT NaN where not logged).
 
@@ -256,12 +256,14 @@ class _RequestSink:
         n = len(t)
         self.rows_of[index] = self.rows_of.get(index, 0) + n
         self._index.extend(array("i", [index]) * n)
-        self._t.extend(t)
-        self._latency_ms.extend(latency_ms)
-        self._ttft_ms.extend(ttft_ms)
-        self._input_tokens.extend(input_tokens)
-        self._output_tokens.extend(output_tokens)
-        self._in_window.extend(array("b", [1 if x else 0 for x in inside]))
+        # Each column through a new array: ``array.extend`` copies another array's bytes at
+        # once but takes a list item by item.
+        self._t.extend(array("d", t))
+        self._latency_ms.extend(array("d", latency_ms))
+        self._ttft_ms.extend(array("d", ttft_ms))
+        self._input_tokens.extend(array("q", input_tokens))
+        self._output_tokens.extend(array("q", output_tokens))
+        self._in_window.extend(inside if isinstance(inside, array) else array("b", inside))
         while len(self._t) >= BUFFER_ROWS:
             self.flush(BUFFER_ROWS)
 
