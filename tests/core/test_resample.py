@@ -232,14 +232,45 @@ class TestSecondBinsLaws:
     @LAWS
     @given(lines=logs())
     def test_memory_is_one_entry_per_second(self, lines: list[bytes]) -> None:
-        """Each internal array holds one entry per distinct second, none per event."""
+        """Each internal array holds one entry per distinct second, none per event (and the
+        index of seconds, when rows came out of time order, one per second too)."""
         bins, _ = replayed(lines)
         seconds = len(brute_force(lines))
         assert len(bins) == seconds
         held = [getattr(bins, name) for name in SecondBins.__slots__]
-        arrays = [h for h in held if isinstance(h, array | dict)]
-        assert len(arrays) == 16
-        assert all(len(a) == seconds for a in arrays)
+        arrays = [h for h in held if isinstance(h, array)]
+        assert len(arrays) == 15
+        assert all(len(a) == seconds for a in [*arrays, *(h for h in held if isinstance(h, dict))])
+
+    def test_a_replay_with_samples_every_second_keeps_no_index(self) -> None:
+        """Samples each second (a sampler's log) and requests between them: rows are made in
+        time order, so no dict of seconds is kept."""
+        lines = []
+        for seq in range(400):
+            t = T0 + seq * 0.05
+            kind = (
+                {"type": "sample", "power_w": 100.0}
+                if seq % 2
+                else {"type": "request", "latency_ms": 1.0, "input_tokens": 1, "output_tokens": 2}
+            )
+            lines.append(orjson.dumps({"v": 1, "seq": seq + 1, "t": t, **kind}) + b"\n")
+        started = {
+            "v": 1,
+            "seq": 0,
+            "t": T0,
+            "type": "process_started",
+            "experiment_id": "e",
+            "run_id": "r",
+            "process_index": 0,
+            "world_size": 1,
+            "gpu_id": 0,
+        }
+        bins = SecondBins()
+        cursor = ReplayCursor(observer=bins.feed)
+        replay_stream(io.BytesIO(orjson.dumps(started) + b"\n" + b"".join(lines)), cursor)
+        assert bins._row_of is None
+        assert bins.rows().t_sec.tolist() == list(range(int(T0), int(T0) + 20))
+        assert bins.rows().requests.tolist() == [10] * 20
 
     def test_many_events_in_one_second_are_one_row(self) -> None:
         """Ten thousand samples and requests within one second keep every array at length 1."""

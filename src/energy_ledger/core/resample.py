@@ -195,7 +195,7 @@ class SecondBins:
         """The log's ``process_started`` event, once fed."""
         self._window_started = False
         self._window_ended = False
-        self._row_of: dict[int, int] = {}
+        self._row_of: dict[int, int] | None = None
         self._last_sec = -1
         self._last_row = -1
         self._t_sec: array[int] = array("q")
@@ -247,10 +247,12 @@ class SecondBins:
         """Take events among which the window neither opens nor closes."""
         # ``type() is``, not ``isinstance``: the event types are final, and it is faster.
         requests = [e for e in events if type(e) is Request]
-        if requests:
-            self._requests_of(requests)
+        # Samples first: a sampler's log has samples every second, so its rows are made in
+        # time order and no index of seconds is needed (``_row_of_second``).
         if len(requests) < len(events):
             self._samples_of(events)
+        if requests:
+            self._requests_of(requests)
 
     def _requests_of(self, requests: list[Request]) -> None:
         inside = self._window_started and not self._window_ended
@@ -282,23 +284,42 @@ class SecondBins:
             self._in_window[row] = 1
 
     def _row_of_second(self, sec: int) -> int:
-        """The row of second ``sec``, created when new."""
+        """The row of second ``sec``, created when new.
+
+        While seconds arrive in time order (a replay's), rows are sorted by second, so a row is
+        found by bisection and no index is kept (a dict of an hour-long run's seconds would cost
+        more than the rows); the first second older than the last one builds ``_row_of``.
+        """
         if sec == self._last_sec:
             return self._last_row
-        row = self._row_of.get(sec)
-        if row is None:
-            row = self._row_of[sec] = len(self._t_sec)
-            self._t_sec.append(sec)
-            for ints in (self._in_window, self._samples, self._n_power, self._n_temperature):
-                ints.append(0)
-            for ints in (self._n_sm, self._throttle, self._requests, self._output_tokens):
-                ints.append(0)
-            for floats in (self._power_sum, self._temperature_sum, self._sm_sum):
-                floats.append(0.0)
-            self._energy_mj.append(math.nan)
-            self._energy_t.append(-math.inf)
-            self._memory_max_mb.append(math.nan)
+        t_sec, row_of = self._t_sec, self._row_of
+        if row_of is not None:
+            row = row_of.get(sec)
+            if row is None:
+                row = row_of[sec] = self._new_row(sec)
+        elif not t_sec or sec > t_sec[-1]:
+            row = self._new_row(sec)
+        else:
+            row = bisect.bisect_left(t_sec, sec)
+            if t_sec[row] != sec:  # out of time order: rows are no longer sorted
+                self._row_of = {s: i for i, s in enumerate(t_sec)}
+                row = self._row_of[sec] = self._new_row(sec)
         self._last_sec, self._last_row = sec, row
+        return row
+
+    def _new_row(self, sec: int) -> int:
+        """Append an empty row for second ``sec``; its index."""
+        row = len(self._t_sec)
+        self._t_sec.append(sec)
+        for ints in (self._in_window, self._samples, self._n_power, self._n_temperature):
+            ints.append(0)
+        for ints in (self._n_sm, self._throttle, self._requests, self._output_tokens):
+            ints.append(0)
+        for floats in (self._power_sum, self._temperature_sum, self._sm_sum):
+            floats.append(0.0)
+        self._energy_mj.append(math.nan)
+        self._energy_t.append(-math.inf)
+        self._memory_max_mb.append(math.nan)
         return row
 
     def _samples_of(self, events: Sequence[Event | UnknownEvent]) -> None:
@@ -351,7 +372,10 @@ class SecondBins:
         if not self._t_sec:
             return SeriesColumns.empty()
         t_sec = _ints(self._t_sec)
-        order = np.argsort(t_sec, kind="stable")
+        if self._row_of is None:  # rows already sorted: no reordered copies
+            order: slice | Ints = slice(None)
+        else:
+            order = np.argsort(t_sec, kind="stable")
         return SeriesColumns(
             t_sec=t_sec[order],
             in_window=np.array(self._in_window, dtype=np.bool_)[order],
@@ -425,6 +449,8 @@ def combine_by_gpu(processes: Iterable[ProcessSeries]) -> list[GpuSeries]:
 
 
 def _combine(reader: SeriesColumns, members: Sequence[SeriesColumns]) -> SeriesColumns:
+    if len(members) == 1:  # a GPU of one process (the usual): its rows are the GPU's
+        return reader
     t_sec: Ints = np.unique(np.concatenate([m.t_sec for m in members]).astype(np.int64))
     n = len(t_sec)
     requests = np.zeros(n, np.int64)

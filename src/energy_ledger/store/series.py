@@ -436,9 +436,9 @@ class SeriesRecorder:
         replayed = {ev.index for ev in scan.evidence if ev.summary is not None}
         self.layout.outputs_dir(create=True)
         try:
-            series = combine_by_gpu(
-                feed.bins.series(index)
-                for index, feed in sorted(self._feeds.items())
+            series = combine_by_gpu(  # each process's bins freed once it has its rows
+                self._feeds.pop(index).bins.series(index)
+                for index in sorted(self._feeds)
                 if index in replayed
             )
             table = _timeseries_bytes(series, self.experiment_id)
@@ -453,6 +453,9 @@ class SeriesRecorder:
             raise LedgerError(f"cannot write the series of {self.experiment_id}: {exc}") from exc
         finally:
             self._sink.discard()
+            # The bins are done with: free them before the result's JSON is written, the
+            # pipeline's peak of memory (a long run's bins are tens of MB).
+            self._feeds.clear()
         return SeriesFiles(self.timeseries_path, self.requests_path, changed)
 
     def _without_processes(self, tmp: str, dropped: set[int]) -> str:
