@@ -223,8 +223,9 @@ class TestMemoryBound:
         """Peak traced memory stays under 10 bytes a request plus 2 MB of fixed costs.
 
         The fold's own arrays (about 27 bytes a request here) are built before tracing starts.
-        What remains is one sorted copy (8 bytes a request) and a chunk of formatted values; one
-        Python list of the latencies alone would take 32 bytes a request.
+        What remains is the selection's bins and chunks (about 2 MB, whatever the requests) and a
+        chunk of formatted values; one Python list of the latencies alone would take 32 bytes a
+        request.
         """
         n = self.REQUESTS
         state = ProcessState()

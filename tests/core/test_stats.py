@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import math
 import statistics
+from array import array
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from energy_ledger.core.stats import Summary, mean, percentile_sorted, summarize
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    """A monkeypatch that hypothesis may reuse across examples (each sets what it needs)."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
 
 
 class TestPercentileSorted:
@@ -110,3 +120,58 @@ class TestSummarize:
     def test_no_values(self) -> None:
         """Nothing to summarise gives ``None``."""
         assert summarize([]) is None
+
+
+def _textbook(values: list[float], q: float) -> float:
+    """The linear-interpolation percentile of a Python-sorted list, written out again here."""
+    ordered = sorted(values)
+    h = (len(ordered) - 1) * (q / 100.0)
+    lo = math.floor(h)
+    if h == lo or lo + 1 >= len(ordered):
+        return ordered[lo]
+    return ordered[lo] + (h - lo) * (ordered[lo + 1] - ordered[lo])
+
+
+_FLOATS = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.floats(0.0, 1e-300),  # spans too narrow for a finite scale
+    st.sampled_from([0.0, -0.0, 5e-324, 1.0, 1e308, -1e308, 2.5]),
+)
+
+
+class TestSelectionLaws:
+    """``summarize_pooled`` selects order statistics without sorting a copy; it must give the
+    very bits a full sort gives, however the values fall into bins and chunks."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        parts=st.lists(st.lists(_FLOATS, max_size=40), min_size=1, max_size=4),
+        chunk=st.sampled_from([1, 3, 7, 1 << 16]),
+        bins=st.sampled_from([1, 2, 5, 1 << 16]),
+        kind=st.sampled_from(["list", "array", "numpy"]),
+    )
+    def test_equals_a_full_sort(
+        self, parts: list[list[float]], chunk: int, bins: int, kind: str, monkeypatch_module: Any
+    ) -> None:
+        import numpy as np
+
+        from energy_ledger.core import stats
+
+        monkeypatch_module.setattr(stats, "SELECT_CHUNK", chunk)
+        monkeypatch_module.setattr(stats, "SELECT_BINS", bins)
+        make = {"list": list, "array": lambda v: array("d", v), "numpy": np.array}[kind]
+        everything = [x for part in parts for x in part]
+        try:
+            math.fsum(everything)
+        except OverflowError:  # the mean's own limit, the same as before selection
+            assume(False)
+        summary = stats.summarize_pooled([make(part) for part in parts])
+        if not everything:
+            assert summary is None
+            return
+        assert summary is not None
+        assert summary.count == len(everything)
+        assert summary.min == min(everything) and summary.max == max(everything)
+        for q, got in ((50.0, summary.median), (95.0, summary.p95), (99.0, summary.p99)):
+            expected = _textbook(everything, q)
+            assert got == expected or (math.isnan(got) and math.isnan(expected)), q

@@ -4,15 +4,16 @@ Percentiles use linear interpolation between closest ranks, numpy's default ("li
 Hyndman and Fan): for sorted values ``x[0..n-1]`` and ``q`` in [0, 100], ``h = (n - 1) * q / 100``
 and the result is ``x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)])``.
 
-numpy sorts: an experiment's latency lists hold a value per request (millions for a long run),
-and sorting them as Python floats took most of an aggregation's time. Means use ``math.fsum``,
-which is exactly rounded and so independent of the order of the values: replaying processes in
-another order cannot change a bit of the result.
+Order statistics are selected, not sorted: an experiment's latency lists hold a value per
+request (millions for a long run), and a sorted copy of one doubled its memory at the peak of
+a pipeline. ``summarize_pooled`` counts the values into bins in one pass and sorts only the
+few values of the bins that hold a wanted rank in a second (``_order_statistics``): the same
+bits as a full sort, in memory of a chunk, and a test compares the two on random values.
+Means use ``math.fsum``, which is exactly rounded and so independent of the order of the
+values: replaying processes in another order cannot change a bit of the result.
 
-Memory: the processes' lists are never joined into Python lists. ``summarize_pooled`` copies
-every process's values once, into one float64 array (8 bytes a value), and sorts that copy in
-place; ``mean_pooled`` reads the lists where they are. So a summary costs one copy of one list
-at a time, whatever the number of processes.
+Memory: the processes' lists are never joined. ``summarize_pooled`` and ``mean_pooled`` read
+them where they are, a chunk (``SELECT_CHUNK`` values) copied at a time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,18 +34,19 @@ Values = Sequence[float] | NDArray[np.float64] | Any
 """A list, an ``array('d')``, a ``Samples`` or a numpy array of floats."""
 
 
-def _copy_into(out: NDArray[np.float64], values: Values) -> None:
-    """Copy non-empty ``values`` into ``out`` (as long), from their buffer when they have one."""
+def _copy_into(out: NDArray[np.float64], values: Values, start: int = 0) -> None:
+    """Copy ``values[start:start + len(out)]`` into ``out`` (from their buffer if they have one)."""
+    end = start + len(out)
     if isinstance(values, Samples):
         view = values.memoryview()
         try:
-            out[:] = np.frombuffer(view, dtype=np.float64)
+            out[:] = np.frombuffer(view, dtype=np.float64)[start:end]
         finally:
             view.release()  # the fold may append to the array again
     elif isinstance(values, array) and values.typecode == "d":
-        out[:] = np.frombuffer(values, dtype=np.float64)
+        out[:] = np.frombuffer(values, dtype=np.float64)[start:end]
     else:
-        out[:] = np.asarray(values, dtype=np.float64)
+        out[:] = np.asarray(values[start:end], dtype=np.float64)
 
 
 def pooled(parts: Iterable[Values]) -> NDArray[np.float64]:
@@ -66,14 +68,7 @@ def percentile_sorted(values: Values, q: float) -> float:
         raise ValueError("percentile of no values")
     if not 0.0 <= q <= 100.0:
         raise ValueError(f"percentile must be within [0, 100], got {q}")
-    h = (len(values) - 1) * (q / 100.0)
-    lo = math.floor(h)
-    frac = h - lo
-    if frac == 0.0 or lo + 1 >= len(values):
-        return float(values[lo])
-    a = float(values[lo])
-    b = float(values[lo + 1])
-    return a + frac * (b - a)
+    return _percentile(values.__getitem__, len(values), q)
 
 
 def mean(values: Values) -> float:
@@ -110,19 +105,105 @@ def summarize(values: Values) -> Summary | None:
 
 
 def summarize_pooled(parts: Iterable[Values]) -> Summary | None:
-    """Summary statistics of every part's values together (``pooled``), ``None`` without any."""
-    ordered = pooled(parts)
-    if ordered.size == 0:
+    """Summary statistics of every part's values together, ``None`` without any.
+
+    Nothing is copied whole: the order statistics the percentiles need are selected exactly
+    (``_order_statistics``), the mean is ``math.fsum`` over the parts where they are.
+    """
+    parts = [part for part in parts if len(part)]
+    n = sum(len(part) for part in parts)
+    if n == 0:
         return None
-    ordered.sort()  # our own copy: sorted in place, no second one
+    low, high = math.inf, -math.inf
+    for chunk in _chunks(parts):
+        low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
+    ranks = sorted({r for q in _QUANTILES for r in _ranks(n, q)})
+    at = _order_statistics(parts, ranks, low, high)
     return Summary(
-        # fsum is exactly rounded, so the sum over the sorted copy is the sum in any order;
-        # a memoryview yields Python floats one at a time, where ``tolist`` would hold them all.
-        mean=math.fsum(ordered.data) / ordered.size,
-        median=percentile_sorted(ordered, 50.0),
-        p95=percentile_sorted(ordered, 95.0),
-        p99=percentile_sorted(ordered, 99.0),
-        min=float(ordered[0]),
-        max=float(ordered[-1]),
-        count=int(ordered.size),
+        mean=math.fsum(itertools.chain.from_iterable(parts)) / n,
+        median=_percentile(at.__getitem__, n, 50.0),
+        p95=_percentile(at.__getitem__, n, 95.0),
+        p99=_percentile(at.__getitem__, n, 99.0),
+        min=low,
+        max=high,
+        count=n,
     )
+
+
+_QUANTILES = (50.0, 95.0, 99.0)
+SELECT_CHUNK = 1 << 16
+"""Values looked at together while selecting (512 KB of float64, and as much of bin numbers)."""
+SELECT_BINS = 1 << 16
+"""Bins of the counting pass: a bin holds about ``n / SELECT_BINS`` values of a smooth
+distribution, and only the bins holding a wanted rank are gathered and sorted."""
+
+
+def _ranks(n: int, q: float) -> tuple[int, ...]:
+    """The 0-based ranks the ``q``-th percentile of ``n`` values reads (one or two)."""
+    h = (n - 1) * (q / 100.0)
+    lo = math.floor(h)
+    return (lo,) if h == lo or lo + 1 >= n else (lo, lo + 1)
+
+
+def _chunks(parts: Sequence[Values]) -> Iterator[NDArray[np.float64]]:
+    """Every part's values as float64 arrays of at most ``SELECT_CHUNK``, copied a chunk at a
+    time (a part's buffer is never held while the caller works on a chunk)."""
+    for part in parts:
+        for start in range(0, len(part), SELECT_CHUNK):
+            out = np.empty(min(SELECT_CHUNK, len(part) - start), dtype=np.float64)
+            _copy_into(out, part, start)
+            yield out
+
+
+def _order_statistics(
+    parts: Sequence[Values], ranks: Sequence[int], low: float, high: float
+) -> dict[int, float]:
+    """The values of 0-based ``ranks`` in the sorted pooled values, exactly, in O(chunk) memory.
+
+    A counting pass puts each value in one of ``SELECT_BINS`` bins by a monotone function
+    (``floor((x - low) * scale)``: subtraction, multiplication by a positive number and floor
+    never reverse an order, even rounded), so all values of a lower bin are <= those of a
+    higher one and the cumulative counts say which bin holds each rank; a second pass gathers
+    the values of those bins only, which are sorted. Where no finite scale exists (all values
+    equal, or a range too wide or too narrow for floats), every value falls in one bin: the
+    gathered bin is then the whole copy the plain sort would make.
+    """
+    span = high - low
+    scale = SELECT_BINS / span if span > 0 else 0.0
+    if not math.isfinite(scale):
+        scale = 0.0
+
+    def bins_of(chunk: NDArray[np.float64]) -> NDArray[np.int64]:
+        if scale == 0.0:  # one bin (``x - low`` could even overflow here)
+            return np.zeros(len(chunk), dtype=np.int64)
+        shifted = chunk - low
+        shifted *= scale
+        of = shifted.astype(np.int64)
+        np.minimum(of, SELECT_BINS - 1, out=of)
+        return of
+
+    counts = np.zeros(SELECT_BINS, dtype=np.int64)
+    for chunk in _chunks(parts):
+        counts += np.bincount(bins_of(chunk), minlength=SELECT_BINS)
+    before = np.concatenate(([0], np.cumsum(counts)))  # values in the bins below each bin
+    where = {r: int(np.searchsorted(before, r, side="right")) - 1 for r in ranks}
+    wanted = sorted(set(where.values()))
+    gathered: dict[int, list[NDArray[np.float64]]] = {b: [] for b in wanted}
+    for chunk in _chunks(parts):
+        of = bins_of(chunk)
+        for b in wanted:
+            gathered[b].append(chunk[of == b])
+    ordered = {b: np.sort(np.concatenate(gathered[b])) for b in wanted}
+    return {r: float(ordered[b][r - int(before[b])]) for r, b in where.items()}
+
+
+def _percentile(value_at: Callable[[int], float], n: int, q: float) -> float:
+    """The ``q``-th percentile of ``n`` values, ``value_at(i)`` being the ``i``-th smallest."""
+    h = (n - 1) * (q / 100.0)
+    lo = math.floor(h)
+    frac = h - lo
+    if frac == 0.0 or lo + 1 >= n:
+        return float(value_at(lo))
+    a = float(value_at(lo))
+    b = float(value_at(lo + 1))
+    return a + frac * (b - a)
