@@ -111,3 +111,45 @@ def test_apply_all_is_apply_on_each_event_under_any_batching(
     )
     if opened is None:
         assert batched.samples == 0 and batched.requests == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0.0, 1000.0), st.floats(0.0, 1000.0), st.integers(0, 40))),
+    st.integers(1, 5),
+)
+def test_tpots_spilled_into_the_exact_sum_keep_their_mean(
+    requests: list[tuple[float, float, int]], spill: int
+) -> None:
+    """However often the fold moves TPOTs from its array into its exact sum, their total and
+    count are those of every request's (latency - ttft) / (output_tokens - 1)."""
+    import math
+
+    from energy_ledger.core import state as state_module
+
+    expected = [(lat - f) / (n - 1) for lat, f, n in requests if n >= 2 and lat >= f]
+    original = state_module.TPOT_SPILL
+    state_module.TPOT_SPILL = spill
+    try:
+        folded = _started()
+        apply(folded, make_event("window_started", seq=1, t=1.0))
+        events = [
+            make_event(
+                "request",
+                seq=seq,
+                t=2.0,
+                latency_ms=lat,
+                ttft_ms=f,
+                input_tokens=1,
+                output_tokens=n,
+            )
+            for seq, (lat, f, n) in enumerate(requests, start=2)
+        ]
+        for lo in range(0, len(events), 3):
+            apply_all(folded, events[lo : lo + 3])
+    finally:
+        state_module.TPOT_SPILL = original
+    assert len(folded.tpot_ms) <= max(spill, 3) + 2
+    total = state_module.tpot_total(folded)
+    assert total.count == len(expected)
+    assert total.total() == math.fsum(expected)

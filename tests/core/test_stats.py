@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from array import array
@@ -175,3 +176,36 @@ class TestSelectionLaws:
         for q, got in ((50.0, summary.median), (95.0, summary.p95), (99.0, summary.p99)):
             expected = _textbook(everything, q)
             assert got == expected or (math.isnan(got) and math.isnan(expected)), q
+
+
+class TestExactSumLaws:
+    """``ExactSum`` is ``math.fsum`` however the values are batched or merged."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        values=st.lists(_FLOATS, max_size=60),
+        cuts=st.lists(st.integers(0, 60), max_size=4),
+        chunk=st.sampled_from([1, 2, 7, 1 << 14]),
+    )
+    def test_any_batches_and_merges_give_fsum(
+        self, values: list[float], cuts: list[int], chunk: int, monkeypatch_module: Any
+    ) -> None:
+        from energy_ledger.core import stats
+
+        monkeypatch_module.setattr(stats, "_EXACT_CHUNK", chunk)
+        try:
+            expected = math.fsum(values)
+        except OverflowError:
+            assume(False)
+        bounds = sorted({0, len(values), *(c for c in cuts if c < len(values))})
+        parts = []
+        for lo, hi in itertools.pairwise(bounds):
+            part = stats.ExactSum()
+            part.add(array("d", values[lo:hi]))
+            parts.append(part)
+        total = stats.ExactSum()
+        for part in parts:
+            total = total.merged(part)
+        assert total.count == len(values)
+        assert total.total() == expected or (expected == 0.0 and total.total() == 0.0)
+        assert total.mean() == (expected / len(values) if values else None) or expected == 0.0

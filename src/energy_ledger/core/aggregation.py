@@ -34,7 +34,7 @@ from energy_ledger.core.events import FORMAT_VERSION
 from energy_ledger.core.latency import latency_statistics
 from energy_ledger.core.legacy import summary_from_raw
 from energy_ledger.core.process import ProcessSummary, utc
-from energy_ledger.core.stats import mean_pooled, summarize_pooled
+from energy_ledger.core.stats import ExactSum, mean_pooled, summarize_pooled
 from energy_ledger.core.validity import validity_warnings
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.models import (
@@ -144,7 +144,11 @@ def _tpot_ms(processes: Sequence[ProcessSummary], warnings: list[str]) -> float 
             f"tpot_ms left out: the files of processes {unknown} carry no per-request output tokens"
         )
         return None
-    return mean_pooled([p.tpot_ms for p in processes if p.tpot_ms is not None])
+    total = ExactSum()
+    for p in processes:
+        if p.tpot_ms is not None:
+            total = total.merged(p.tpot_ms)
+    return total.mean()
 
 
 def _environment(

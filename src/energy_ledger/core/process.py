@@ -34,8 +34,9 @@ from energy_ledger.core.state import (
     THROTTLE_SW_POWER_CAP,
     THROTTLE_SW_THERMAL,
     ProcessState,
+    tpot_total,
 )
-from energy_ledger.core.stats import mean
+from energy_ledger.core.stats import ExactSum, mean
 from energy_ledger.models import (
     ComputeMetrics,
     EnergyBreakdown,
@@ -110,8 +111,9 @@ class ProcessSummary:
         latencies_ms, ttft_ms, itl_ms: raw latency lists for late aggregation (views of the
             state's arrays, shared with ``raw``).
         itl_trimmed_ms: the inter-token latencies without each request's first and last.
-        tpot_ms: each request's time per output token; ``None`` when unknown (a file that does
-            not give per-request output tokens, see ``core.legacy``).
+        tpot_ms: the exact sum and count of the requests' times per output token (their mean
+            is all a result reports); ``None`` when unknown (a file that does not give
+            per-request output tokens, see ``core.legacy``).
         finished, failed_error: how the process ended (as far as the log says).
         warnings: warnings from the log and from the summary.
         window: ``none``, ``open`` or ``closed``: how far the log got with its window.
@@ -160,7 +162,7 @@ class ProcessSummary:
     peak_memory_mb: float | None
     flops_total: float
     itl_trimmed_ms: Samples = field(default_factory=Samples, repr=False)
-    tpot_ms: Samples | None = field(default=None, repr=False)
+    tpot_ms: ExactSum | None = field(default=None, repr=False)
     window: WindowState = "closed"
     counts_requests: bool = True
     requests_outside_window: int = 0
@@ -328,6 +330,7 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
     warmup = state.warmup
     # Views of the state's arrays, shared by the summary and its RawProcessResult: no copy.
     latencies = Samples.view(rs.latencies_ms)
+    tpot = tpot_total(rs)
     ttft = Samples.view(rs.ttft_ms)
     itl = Samples.view(rs.itl_ms)
     itl_trimmed = Samples.view(rs.itl_trimmed_ms)
@@ -382,9 +385,7 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
             compute_precision=(compute.compute_precision or "fp16") if compute else "fp16",
         ),
         effective_config=dict(started.effective_config or {}) if started else {},
-        extended_metrics=ExtendedEfficiencyMetrics(
-            tpot_ms=mean(rs.tpot_ms) if rs.tpot_ms else None
-        ),
+        extended_metrics=ExtendedEfficiencyMetrics(tpot_ms=tpot.mean()),
         per_request_latencies_ms=latencies,
         gpu_utilisation_samples=sm_util,
         energy_breakdown=EnergyBreakdown(
@@ -439,7 +440,7 @@ def summarize_process(state: ProcessState, process_index: int | None = None) -> 
         ttft_ms=ttft,
         itl_ms=itl,
         itl_trimmed_ms=itl_trimmed,
-        tpot_ms=Samples.view(rs.tpot_ms),
+        tpot_ms=tpot,
         sm_util_pct=sm_util,
         finished=facts.finished,
         failed_error=facts.failed_error,

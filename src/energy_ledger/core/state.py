@@ -34,6 +34,7 @@ from energy_ledger.core.events import (
     WindowEnded,
     WindowStarted,
 )
+from energy_ledger.core.stats import ExactSum
 
 # NVML clocks-event-reason bits (nvmlClocksEventReason*), see docs/metrics.md.
 THROTTLE_SW_POWER_CAP = 0x4
@@ -104,6 +105,9 @@ class ProcessState:
     # time per output token (latency_ms - ttft_ms) / (output_tokens - 1).
     itl_trimmed_ms: array[float] = field(default_factory=lambda: array("d"))
     tpot_ms: array[float] = field(default_factory=lambda: array("d"))
+    # The TPOTs beyond the last ``TPOT_SPILL`` are only needed for their mean: they go into
+    # an exact sum, so a long run keeps no array of them (``tpot_total``).
+    tpot_sum: ExactSum = field(default_factory=ExactSum)
     # Samples inside the window.
     samples: int = 0
     power_integral_j: float = 0.0
@@ -384,4 +388,18 @@ def apply_all(state: ProcessState, events: list[Event]) -> ProcessState:
     state.last_seq = events[-1].seq
     state.next_seq = events[-1].seq + 1
     state.last_t = events[-1].t
+    if len(state.tpot_ms) >= TPOT_SPILL:
+        state.tpot_sum.add(state.tpot_ms)
+        del state.tpot_ms[:]
     return state
+
+
+TPOT_SPILL = 1 << 16
+"""TPOT values held as an array before they are added to the state's exact sum (512 KB)."""
+
+
+def tpot_total(state: ProcessState) -> ExactSum:
+    """The exact sum and count of every TPOT folded into ``state`` (spilled and held)."""
+    held = ExactSum()
+    held.add(state.tpot_ms)
+    return state.tpot_sum.merged(held)

@@ -133,7 +133,7 @@ def summarize_pooled(parts: Iterable[Values]) -> Summary | None:
 _QUANTILES = (50.0, 95.0, 99.0)
 SELECT_CHUNK = 1 << 16
 """Values looked at together while selecting (512 KB of float64, and as much of bin numbers)."""
-SELECT_BINS = 1 << 16
+SELECT_BINS = 1 << 14
 """Bins of the counting pass: a bin holds about ``n / SELECT_BINS`` values of a smooth
 distribution, and only the bins holding a wanted rank are gathered and sorted."""
 
@@ -207,3 +207,67 @@ def _percentile(value_at: Callable[[int], float], n: int, q: float) -> float:
     a = float(value_at(lo))
     b = float(value_at(lo + 1))
     return a + frac * (b - a)
+
+
+_UNIT_SHIFT = 1074
+"""Every finite float is an integer times ``2 ** -1074`` (the smallest subnormal)."""
+_EXACT_CHUNK = 1 << 14
+"""Values added together by ``ExactSum.add`` (its temporaries are some 40 bytes a value); the
+halves of their integer mantissas (< 2^27) sum exactly in float64 up to 2^26 of them."""
+
+
+class ExactSum:
+    """The exact sum of the floats added so far, and their count: a mean without the values.
+
+    The sum is one Python integer in units of ``2 ** -1074``, so adding is exact and
+    associative: adding in any batches, or merging sums of parts, gives the same integer, and
+    ``total()`` rounds it once, correctly, to the float ``math.fsum`` gives for the same
+    values. Adding is vectorised (``numpy.frexp`` splits each value into an integer mantissa
+    and an exponent; mantissas are summed per exponent).
+    """
+
+    __slots__ = ("count", "units")
+
+    def __init__(self, units: int = 0, count: int = 0) -> None:
+        self.units = units
+        self.count = count
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ExactSum):
+            return NotImplemented
+        return self.units == other.units and self.count == other.count
+
+    def __repr__(self) -> str:
+        return f"ExactSum(total={self.total()!r}, count={self.count})"
+
+    def add(self, values: Values) -> None:
+        """Add finite ``values`` (a list, an ``array('d')``, a ``Samples`` or numpy array)."""
+        n = len(values)
+        for start in range(0, n, _EXACT_CHUNK):
+            chunk = np.empty(min(_EXACT_CHUNK, n - start), dtype=np.float64)
+            _copy_into(chunk, values, start)
+            self._add_chunk(chunk)
+        self.count += n
+
+    def _add_chunk(self, chunk: NDArray[np.float64]) -> None:
+        mantissa, exponent = np.frexp(chunk)  # chunk = mantissa * 2**exponent, |mantissa| < 1
+        whole = (mantissa * 2.0**53).astype(np.int64)  # exact: 53 bits
+        shifts, at = np.unique(exponent.astype(np.int64) - 53 + _UNIT_SHIFT, return_inverse=True)
+        high = np.bincount(at, weights=(whole >> 26).astype(np.float64))
+        low = np.bincount(at, weights=(whole & ((1 << 26) - 1)).astype(np.float64))
+        for shift, h, lo in zip(shifts.tolist(), high.tolist(), low.tolist(), strict=True):
+            total = (int(h) << 26) + int(lo)
+            # A subnormal's mantissa has trailing zero bits: a negative shift drops only those.
+            self.units += total << shift if shift >= 0 else total >> -shift
+
+    def merged(self, other: ExactSum) -> ExactSum:
+        """The sum of both (neither is changed)."""
+        return ExactSum(self.units + other.units, self.count + other.count)
+
+    def total(self) -> float:
+        """The sum, correctly rounded (``OverflowError`` beyond the largest float, as fsum)."""
+        return self.units / (1 << _UNIT_SHIFT)
+
+    def mean(self) -> float | None:
+        """The mean of the values, ``None`` when there are none."""
+        return self.total() / self.count if self.count else None
