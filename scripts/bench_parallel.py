@@ -42,6 +42,19 @@ def amdahl_speedup(s: float, n: int) -> float:
     return 1.0 / (s + (1.0 - s) / n)
 
 
+def _without_series(run: Callable[[], object]) -> object:
+    """``run()`` as it goes without pyarrow: no Parquet series, so one experiment's logs go to
+    the workers (``pipeline`` splits them only when no second read of the logs would follow)."""
+    from energy_ledger import pipeline
+
+    real = pipeline.parquet_available
+    pipeline.parquet_available = lambda: False
+    try:
+        return run()
+    finally:
+        pipeline.parquet_available = real
+
+
 def _rounds(contenders: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
@@ -71,6 +84,10 @@ def bench_parallel(report: Report, sizes: Sizes, work: Path) -> None:
         f"jobs {cores}": lambda: replay_root(one, jobs=cores, force=True),
         "jobs 1": lambda: replay_root(one, jobs=1, force=True),
     }
+    if optional_module("pyarrow") is not None:
+        contenders[f"jobs {cores}, JSON and CSV only"] = lambda: _without_series(
+            lambda: replay_root(one, jobs=cores, force=True)
+        )
     if optional_module("polars") is not None:
         contenders["polars"] = lambda: [polars_read(p) for p in logs]
     median = _rounds(contenders, max(2, sizes.replay_reps // 2))
@@ -83,6 +100,11 @@ def bench_parallel(report: Report, sizes: Sizes, work: Path) -> None:
         report.add(sec, f"vs polars.read_ndjson of the 4 logs ({median['polars']:.2f} s)",
                    f"{ratio:.2f}x its speed", f">= {POLARS_TARGET}x",
                    verdict(ratio >= POLARS_TARGET), figures={"ratio": ratio})  # fmt: skip
+    bare = median.get(f"jobs {cores}, JSON and CSV only")
+    if bare is not None and "polars" in median:
+        report.add(sec, f"same, without the Parquet series: its logs split over the workers "
+                   f"({bare:.2f} s)", f"{median['polars'] / bare:.2f}x polars' speed",
+                   figures={"median_sec": bare})  # fmt: skip
     s = amdahl_serial_fraction(serial, ours, cores)
     report.add(sec, f"same experiment, --jobs 1 / --jobs {cores}",
                f"{serial / ours:.2f}x ({serial:.2f} s vs {ours:.2f} s); serial fraction "
