@@ -2,7 +2,9 @@
 
 Section 3 times the last marker of an experiment to its result file, in inotify and in polling
 mode; section 4 measures a restarted daemon's idle CPU, its restart and stop times on a root of
-already emitted experiments. ``scripts/bench_watch.py`` is the standalone version of the same.
+already emitted experiments, and its idle CPU again with ``--metrics-port 0`` scraped once a
+second (as a Prometheus with a fast interval would). ``scripts/bench_watch.py`` is the
+standalone version of the same.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,11 +30,13 @@ from energy_ledger.simulate import simulate
 from energy_ledger.store.layout import ResultsLayout
 
 
-def daemon_argv(root: Path, polling: bool, poll_interval_sec: float) -> list[str]:
+def daemon_argv(
+    root: Path, polling: bool, poll_interval_sec: float, extra: tuple[str, ...] = ()
+) -> list[str]:
     """``energy-ledger watch ROOT``, as users run it, in its own interpreter."""
     mode = "--polling" if polling else "--no-polling"
     return [sys.executable, "-m", "energy_ledger", "watch", str(root), mode,
-            "--poll-interval", str(poll_interval_sec)]  # fmt: skip
+            "--poll-interval", str(poll_interval_sec), *extra]  # fmt: skip
 
 
 def cpu_sec(pid: int) -> float:
@@ -64,11 +70,13 @@ def wait_for(predicate: Callable[[], bool], timeout_sec: float, step_sec: float 
 class Daemon:
     """The watcher as a separate process, as users run it."""
 
-    def __init__(self, root: Path, polling: bool, poll_interval_sec: float) -> None:
+    def __init__(
+        self, root: Path, polling: bool, poll_interval_sec: float, extra: tuple[str, ...] = ()
+    ) -> None:
         self.root = root
         self.t_start = time.monotonic()
         self.proc = subprocess.Popen(
-            daemon_argv(root, polling, poll_interval_sec),
+            daemon_argv(root, polling, poll_interval_sec, extra),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             # The flags say how it runs, not the caller's ENERGY_LEDGER_* settings.
@@ -174,5 +182,59 @@ def bench_daemon_idle(report: Report, sizes: Sizes, work: Path) -> None:
                    "seconds; stop <= 2 s",
                    verdict(restart_sec < 30 and stop_sec <= 2.0),
                    figures={"restart_sec": restart_sec, "stop_sec": stop_sec})  # fmt: skip
+    bench_metrics_idle(report, sizes, root, note)
     report.add("4 daemon", "first start adopting results written by `replay` (no re-read)",
                f"{adopt_sec:.2f} s", "", "", figures={"adopt_sec": adopt_sec})  # fmt: skip
+
+
+class Scraper:
+    """Fetches ``/metrics`` once a second on a thread, as Prometheus would; counts its scrapes."""
+
+    def __init__(self, url: str, every_sec: float = 1.0) -> None:
+        self.url, self.every_sec = url, every_sec
+        self.scrapes, self.bytes, self.errors = 0, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_sec):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    self.bytes += len(response.read())
+                self.scrapes += 1
+            except OSError:
+                self.errors += 1
+
+    def stop(self) -> None:
+        """Stop scraping (the scrape in flight finishes)."""
+        self._stop.set()
+        self._thread.join(10)
+
+
+def bench_metrics_idle(report: Report, sizes: Sizes, root: Path, note: str) -> None:
+    """Section 4, ``--metrics-port 0``: idle CPU (inotify) while scraped once a second."""
+    if optional_module("prometheus_client") is None:
+        report.add("4 daemon", "idle CPU with --metrics-port (scraped every 1 s)",
+                   "skipped: prometheus-client is not installed", "<= 1 %", "")  # fmt: skip
+        return
+    n = sizes.idle_experiments
+    daemon = Daemon(root, False, sizes.poll_interval_sec, ("--metrics-port", "0"))
+    try:
+        daemon.wait_ready(emitted=n)
+        url = (read_status(root) or {})["metrics_url"]
+        scraper = Scraper(url)
+        time.sleep(min(1.0, sizes.idle_sec))  # let start-up settle
+        c0, t0, s0 = cpu_sec(daemon.proc.pid), time.monotonic(), scraper.scrapes
+        time.sleep(sizes.idle_sec)
+        c1, t1, s1 = cpu_sec(daemon.proc.pid), time.monotonic(), scraper.scrapes
+        scraper.stop()
+    finally:
+        daemon.stop()
+    pct = (c1 - c0) / (t1 - t0) * 100
+    size_kb = scraper.bytes / max(1, scraper.scrapes) / 1000
+    report.add("4 daemon", f"idle CPU, inotify, --metrics-port 0 scraped every 1 s, {note}, "
+               f"over {t1 - t0:.0f} s ({s1 - s0} scrapes of {size_kb:.1f} kB)",
+               f"{pct:.2f} % of a core", "<= 1 %", verdict(pct <= 1.0 and not scraper.errors),
+               figures={"core_pct": pct, "scrapes": s1 - s0, "scrape_errors": scraper.errors,
+                        "scrape_kb": size_kb})  # fmt: skip

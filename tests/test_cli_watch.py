@@ -185,6 +185,9 @@ class TestWatchFlags:
             (["--recover-stale"], "recover_stale", True),
             (["--on-emit", "notify --channel x"], "on_emit", "notify --channel x"),
             (["--log-format", "json"], "log_format", "json"),
+            (["--report"], "report", True),
+            (["--metrics-port", "9464"], "metrics_port", 9464),
+            (["--metrics-host", "0.0.0.0"], "metrics_host", "0.0.0.0"),
         ],
     )
     def test_flag_sets_its_setting(

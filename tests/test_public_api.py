@@ -55,6 +55,19 @@ class TestSurface:
 class TestImportIsLight:
     """``import energy_ledger`` on an aggregation host loads no GPU or daemon code."""
 
+    def test_the_daemon_without_metrics_loads_no_prometheus_client(self) -> None:
+        """The package, the loop and its status load prometheus-client only for a metrics
+        port (``daemon.run`` imports ``daemon.exporter`` then)."""
+        code = (
+            "import sys, energy_ledger, energy_ledger.cli\n"
+            "import energy_ledger.daemon.run, energy_ledger.daemon.watcher\n"
+            "print(sorted(m for m in sys.modules if m.startswith('prometheus_client')))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        assert out.strip() == "[]"
+
     def test_import_loads_neither_recorder_nor_pynvml_nor_watchdog(self) -> None:
         """A fresh interpreter that imports the package has none of them in ``sys.modules``."""
         code = (

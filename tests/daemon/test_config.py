@@ -99,6 +99,12 @@ class TestErrors:
             ("polling = true\n[watch]\n", "unknown table or key 'polling'"),
             ("[watch\n", "not valid TOML"),
             ("watch = 3\n", "must be a table"),
+            ("[watch]\nmetrics_port = '9464'\n", "metrics_port must be an integer"),
+            ("[watch]\nmetrics_port = 9464.0\n", "metrics_port must be an integer"),
+            ("[watch]\nmetrics_port = 70000\n", "metrics_port must be a TCP port"),
+            ("[watch]\nmetrics_port = -1\n", "metrics_port must be a TCP port"),
+            ("[watch]\nmetrics_host = 127\n", "metrics_host must be a string"),
+            ("[watch]\nmetrics_host = ''\n", "metrics_host must be an address"),
         ],
     )
     def test_bad_file(self, tmp_path: Path, text: str, message: str) -> None:
@@ -126,6 +132,8 @@ class TestErrors:
             ({"ENERGY_LEDGER_POLLING": "sometimes"}, "ENERGY_LEDGER_POLLING"),
             ({"ENERGY_LEDGER_HOOK_MAX_ATTEMPTS": "2.5"}, "ENERGY_LEDGER_HOOK_MAX_ATTEMPTS"),
             ({"ENERGY_LEDGER_HOOK_RETRIES": "3"}, "renamed ENERGY_LEDGER_HOOK_MAX_ATTEMPTS"),
+            ({"ENERGY_LEDGER_METRICS_PORT": "http"}, "ENERGY_LEDGER_METRICS_PORT must be an int"),
+            ({"ENERGY_LEDGER_METRICS_PORT": "65536"}, "ENERGY_LEDGER_METRICS_PORT: metrics_port"),
         ],
     )
     def test_bad_env(self, env: dict[str, str], message: str) -> None:
@@ -137,6 +145,31 @@ class TestErrors:
         """ENERGY_LEDGER_HOOK_MAX_ATTEMPTS sets the bound (1: at most once)."""
         env = {"ENERGY_LEDGER_HOOK_MAX_ATTEMPTS": "1"}
         assert load_watch_config(None, env, {}).hook_max_attempts == 1
+
+
+class TestMetricsSettings:
+    """metrics_port and metrics_host are layered like every other setting (as ``report`` is)."""
+
+    def test_defaults_are_off_and_local(self) -> None:
+        """No metrics unless a port is given; the server would listen on loopback only."""
+        config = load_watch_config(None, {}, {})
+        assert config.metrics_port is None and config.metrics_host == "127.0.0.1"
+
+    def test_file_then_env_then_flag(self, tmp_path: Path) -> None:
+        """The TOML keys are read; the environment beats them; a flag beats both."""
+        path = tmp_path / "w.toml"
+        path.write_text('[watch]\nmetrics_port = 9464\nmetrics_host = "0.0.0.0"\n')
+        assert load_watch_config(path, {}, {}).metrics_port == 9464
+        assert load_watch_config(path, {}, {}).metrics_host == "0.0.0.0"
+        env = {"ENERGY_LEDGER_METRICS_PORT": "9100", "ENERGY_LEDGER_METRICS_HOST": "::1"}
+        config = load_watch_config(path, env, {})
+        assert (config.metrics_port, config.metrics_host) == (9100, "::1")
+        config = load_watch_config(path, env, {"metrics_port": 0, "metrics_host": None})
+        assert (config.metrics_port, config.metrics_host) == (0, "::1")
+
+    def test_empty_env_port_means_off(self) -> None:
+        """ENERGY_LEDGER_METRICS_PORT set to nothing leaves metrics off."""
+        assert load_watch_config(None, {"ENERGY_LEDGER_METRICS_PORT": ""}, {}).metrics_port is None
 
 
 class TestHookProgram:

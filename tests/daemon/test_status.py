@@ -224,8 +224,21 @@ class TestDaemonLines:
                     "  error: boom",
                 ],
             ),
+            (
+                {
+                    "running": True,
+                    "lease": {"host": "node1", "pid": 42},
+                    "heartbeat_age_sec": None,
+                    "status": {"emitted": 1, "metrics_url": "http://127.0.0.1:9464/metrics"},
+                },
+                [
+                    "daemon: running (pid 42 on node1), ? on ?",
+                    "  lag - s, 1 emitted, 0 partial, 0 active, 0 stale",
+                    "  metrics: http://127.0.0.1:9464/metrics",
+                ],
+            ),
         ],
-        ids=["never-ran", "stopped", "starting", "running"],
+        ids=["never-ran", "stopped", "starting", "running", "metrics"],
     )
     def test_lines(self, daemon_view: dict[str, Any], expected: list[str]) -> None:
         """Each view gives exactly these lines."""

@@ -3,7 +3,8 @@
 ``app`` (the typer application), ``cli(*args)`` (run one command line, return its exit code) and
 ``main`` (the console script) are in ``cli.app``; the commands register themselves on ``app``
 from ``cli.results`` (replay, recover, validate, status, show, schema), ``cli.run`` (watch,
-simulate), ``cli.report`` (report) and ``cli.export`` (export), imported here for that. Only
+simulate), ``cli.report`` (report) and ``cli.export`` (export), imported here for that;
+``cli.live`` draws ``status --watch``, loaded by that command only. Only
 this package sets up logging handlers and exit codes.
 """
 

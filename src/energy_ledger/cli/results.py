@@ -28,6 +28,7 @@ from energy_ledger.cli.app import (
     out,
     print_json,
     print_table,
+    seconds_option,
 )
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.models import ExperimentResult
@@ -214,11 +215,32 @@ def validate(
 def status(
     root: RootArg,
     as_json: JsonFlag = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Show the running experiments' live figures, refreshed until Ctrl-C "
+            "(with --json: one JSON line per refresh).",
+        ),
+    ] = False,
+    interval: Annotated[
+        float | None, seconds_option("--interval", "Seconds between refreshes of --watch [2].")
+    ] = None,
 ) -> None:
     """List the experiments under ROOT, their state, and what the daemon reports.
 
-    Exit 0 when every experiment is complete and emitted, 1 otherwise.
+    Exit 0 when every experiment is complete and emitted, 1 otherwise; with --watch, 0 when
+    stopped with Ctrl-C.
     """
+    if interval is not None and not watch:
+        raise LedgerError("--interval is the refresh period of --watch; add --watch")
+    if watch:
+        if interval is not None and not (0 < interval < float("inf")):
+            raise LedgerError(f"--interval must be a number of seconds > 0, got {interval:g}")
+        from energy_ledger.cli.live import watch_status
+
+        watch_status(root, interval if interval is not None else 2.0, as_json=as_json)
+        raise typer.Exit(EXIT_OK)
     from energy_ledger.daemon.status import daemon_lines, daemon_status
     from energy_ledger.pipeline import root_status
 

@@ -72,6 +72,18 @@ def watch(
         bool | None,
         typer.Option("--report", help="Write each result's HTML report, and the comparison page."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            metavar="PORT",
+            help="Serve Prometheus metrics on http://HOST:PORT/metrics (0: any free port).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option("--metrics-host", metavar="HOST", help="Address to serve on [127.0.0.1]."),
+    ] = None,
 ) -> None:
     """Run the daemon: emit every experiment under ROOT once, as soon as it is complete."""
     import os
@@ -90,6 +102,8 @@ def watch(
         "recover_stale": recover_stale,
         "lease_timeout_sec": lease_timeout,
         "report": report,
+        "metrics_port": metrics_port,
+        "metrics_host": metrics_host,
         # ``energy-ledger --log-format json watch`` counts as a flag too.
         "log_format": log_format or options.get("log_format"),
     }
@@ -98,6 +112,10 @@ def watch(
         from energy_ledger.report.extra import require_report_libraries
 
         require_report_libraries()
+    if settings.metrics_port is not None:
+        from energy_ledger.daemon.metrics import require_metrics_library
+
+        require_metrics_library()
     setup_logging(max(1, options.get("verbose", 0)), settings.log_format)
     code = run_watch(root, settings)
     if code:

@@ -14,9 +14,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from energy_ledger.core.live import MAX_LIVE_EXPERIMENTS, LiveFigures, live_figures, pick_live
 from energy_ledger.store.reader import LogTail
 
-__all__ = ["RETIRE_QUIET_SEC", "RETIRING", "Retired", "Tracked", "status_rows"]
+__all__ = [
+    "RETIRE_QUIET_SEC",
+    "RETIRING",
+    "STATES",
+    "Retired",
+    "Tracked",
+    "live_of",
+    "state_counts",
+    "status_rows",
+]
 
 
 @dataclass(slots=True)
@@ -102,3 +112,38 @@ def status_rows(
     rows = [t.view(e, now) for e, t in active.items()]
     rows += [r.view(e, now) for e, r in retired.items()]
     return sorted(rows, key=operator.itemgetter("experiment_id"))
+
+
+STATES = ("pending", "complete", "emitted", "failed", "invalid", "stale")
+"""The states experiments are counted by (``status.json``'s ``counts``, ``/metrics``)."""
+
+
+def state_counts(rows: list[dict[str, Any]], emitted: int) -> dict[str, int]:
+    """Experiments by state, each counted once, from the ``active`` rows and the emitted count.
+
+    A stale experiment counts as ``stale`` whatever its completeness state, one not scanned yet
+    (``new``) as ``pending``; an experiment still here with a complete state is one whose result
+    could not be written.
+    """
+    counts = dict.fromkeys(STATES, 0)
+    counts["emitted"] = emitted
+    for row in rows:
+        state = "stale" if row["stale"] else row["state"]
+        counts[state if state in counts and state != "emitted" else "pending"] += 1
+    return counts
+
+
+def live_of(active: Mapping[str, Tracked]) -> tuple[list[LiveFigures], int]:
+    """The live figures of the most recently active experiments (at most
+    ``MAX_LIVE_EXPERIMENTS``), by id, and how many were left out. Retired experiments hold no
+    folded states, so they have none."""
+    chosen, left_out = pick_live(
+        {e: t.last_activity_t for e, t in active.items()}, MAX_LIVE_EXPERIMENTS
+    )
+    figures = []
+    for experiment_id in chosen:
+        tracked = active[experiment_id]
+        states = {i: tail.cursor.state for i, tail in tracked.tails.items()}
+        state = "pending" if tracked.state == "new" else tracked.state
+        figures.append(live_figures(experiment_id, state, states, stale=tracked.stale))
+    return figures, left_out

@@ -51,6 +51,9 @@ class WatchConfig:
         debounce_sec: how long to let a burst of events settle before scanning.
         report: write each emitted experiment's report page, and the comparison page, off the
             loop's thread (``daemon.reports``).
+        metrics_port: serve Prometheus metrics on this TCP port (0: any free port, written
+            in ``status.json``); ``None``: no metrics (``daemon.exporter``).
+        metrics_host: the address the metrics server listens on.
     """
 
     polling: bool | None = None
@@ -67,6 +70,8 @@ class WatchConfig:
     hook_timeout_sec: float = 600.0
     debounce_sec: float = 0.005
     report: bool = False
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -96,6 +101,10 @@ def _problem(name: str, value: Any) -> str | None:
         return f"{name} must be a finite number >= 0, got {value!r}"
     if name == "hook_max_attempts" and value < 1:
         return f"hook_max_attempts must be >= 1 (1 = at most once), got {value}"
+    if name == "metrics_port" and value is not None and not 0 <= value <= 65535:
+        return f"metrics_port must be a TCP port from 0 to 65535 (0: any free port), got {value}"
+    if name == "metrics_host" and not value.strip():
+        return f"metrics_host must be an address to listen on (127.0.0.1, ::), got {value!r}"
     if name == "log_format" and value not in ("text", "json"):
         return f"log_format must be 'text' or 'json', got {value!r}"
     if name == "on_emit" and value is not None:
@@ -120,6 +129,8 @@ ENV_VARS: dict[str, str] = {
     "ENERGY_LEDGER_LOG_FORMAT": "log_format",
     "ENERGY_LEDGER_HOOK_MAX_ATTEMPTS": "hook_max_attempts",
     "ENERGY_LEDGER_REPORT": "report",
+    "ENERGY_LEDGER_METRICS_PORT": "metrics_port",
+    "ENERGY_LEDGER_METRICS_HOST": "metrics_host",
 }
 """Environment variables and the setting each one sets."""
 
@@ -130,7 +141,8 @@ RENAMED_ENV = {"ENERGY_LEDGER_HOOK_RETRIES": "ENERGY_LEDGER_HOOK_MAX_ATTEMPTS"}
 _FIELDS = {f.name: f for f in dataclasses.fields(WatchConfig)}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_STRINGS = {"on_emit", "state_dir", "log_format"}
+_STRINGS = {"on_emit", "state_dir", "log_format", "metrics_host"}
+_INTEGERS = {"hook_max_attempts", "metrics_port"}
 _BOOLEANS = {"recover_stale", "report"}
 
 
@@ -159,7 +171,7 @@ def _typed(name: str, value: Any, where: str) -> Any:
         if isinstance(value, bool):
             return value
         raise wrong("true or false")
-    if name == "hook_max_attempts":
+    if name in _INTEGERS:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise wrong("an integer")
@@ -172,6 +184,8 @@ def _typed(name: str, value: Any, where: str) -> Any:
             text = os.fspath(value)
             if name == "state_dir":
                 return Path(text) if text else None
+            if name == "metrics_host":
+                return text  # an empty one is refused by its check, never taken for "unset"
             return text or None
         raise wrong("a string")
     raise ConfigError(f"{where}: unknown setting {name!r}")  # pragma: no cover - guarded above
@@ -190,7 +204,9 @@ def _parsed(name: str, text: str, where: str) -> Any:
         if lowered in _TRUE | _FALSE:
             return lowered in _TRUE
         raise ConfigError(f"{where} must be true or false, got {text!r}")
-    if name == "hook_max_attempts":
+    if name == "metrics_port" and not lowered:
+        return None  # set but empty: no metrics, as when unset
+    if name in _INTEGERS:
         try:
             return int(text)
         except ValueError:

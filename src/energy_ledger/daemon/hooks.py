@@ -110,6 +110,9 @@ class HookRunner:
         self._closing = False
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._inflight: set[str] = set()
+        # Counted for /metrics (daemon.metrics): attempts this daemon started, and those failed.
+        self.runs = 0
+        self.failures = 0
         self._dispatcher = threading.Thread(
             target=self._dispatch, name="on-emit-dispatch", daemon=True
         )
@@ -219,6 +222,9 @@ class HookRunner:
         result = record.result_path(self.root)
         argv = [*self.argv, str(result), record.experiment_id]
         code, stderr = self._supervise(key, n, argv, hook_environment(record, result, n))
+        if code != CLAIMED_ELSEWHERE:
+            with self._cond:
+                self.runs += 1
         if code is None:
             return False  # the daemon stops: the supervisor goes on and records it
         if code == CLAIMED_ELSEWHERE:
@@ -244,6 +250,8 @@ class HookRunner:
             logger.info("on-emit hook for %s done", key)
             return
         error = progress.failures.get(n, "")
+        with self._cond:
+            self.failures += 1
         if n >= self.max_attempts:
             with contextlib.suppress(LedgerError):
                 self.store.give_up(key, error)

@@ -3,9 +3,10 @@
 ``energy-ledger watch`` calls :func:`run_watch`; tests and embedders that run the watcher on a
 thread pass their own ``stop_event`` instead (signal handlers can only be installed from the
 main thread, so there none are). Mistakes a user can fix (no such root, the ``raw/`` folder given
-for the root, an ``--on-emit`` program that does not exist) are found by :func:`check_startup`
-before anything starts and raised, so that the CLI reports them like every other command's
-(exit 2).
+for the root, an ``--on-emit`` program that does not exist, a metrics port in use or
+prometheus-client missing) are found before anything starts and raised, so that the CLI reports
+them like every other command's (exit 2). The metrics server (``daemon.exporter``, imported only
+with a metrics port) listens before the loop starts and stops after it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from energy_ledger.daemon.config import WatchConfig, check_hook_program
+from energy_ledger.daemon.metrics import SnapshotBox, require_metrics_library
 from energy_ledger.daemon.watcher import (
     EXIT_ERROR,
     EXIT_LEASE_HELD,
@@ -70,7 +72,8 @@ def check_startup(root: str | os.PathLike[str], config: WatchConfig) -> None:
     Raises:
         LedgerError: no such folder, or a part of a root given for the root (with the folder
             probably meant).
-        ConfigError: the ``--on-emit`` program is missing or not executable.
+        ConfigError: the ``--on-emit`` program is missing or not executable, or a metrics port
+            is set and prometheus-client is not installed.
     """
     path = Path(os.path.abspath(root))
     if not path.exists():
@@ -91,6 +94,8 @@ def check_startup(root: str | os.PathLike[str], config: WatchConfig) -> None:
     argv = config.hook_argv()
     if argv is not None:
         check_hook_program(argv)
+    if config.metrics_port is not None:
+        require_metrics_library()
 
 
 def run_watch(
@@ -103,16 +108,27 @@ def run_watch(
         ``EXIT_LEASE_LOST`` when another daemon took the lease over, ``EXIT_ERROR`` otherwise.
 
     Raises:
-        LedgerError: see :func:`check_startup` (nothing was started; the CLI exits 2).
+        LedgerError: see :func:`check_startup`; ``ConfigError`` when the metrics port cannot be
+            listened on (nothing was started; the CLI exits 2).
     """
     check_startup(root, config)
-    watcher = Watcher(root, config, stop_event or threading.Event())
-    with _stop_on_signals(watcher.stop, watcher.wake):
-        try:
-            return watcher.run()
-        except LeaseHeldError as exc:
-            logger.error("%s", exc)
-            return EXIT_LEASE_HELD
-        except LedgerError as exc:
-            logger.error("%s", exc)
-            return EXIT_ERROR
+    box = server = None
+    if config.metrics_port is not None:
+        from energy_ledger.daemon.exporter import start_exporter
+
+        box = SnapshotBox()
+        server = start_exporter(box, config.metrics_host, config.metrics_port)
+    try:
+        watcher = Watcher(root, config, stop_event or threading.Event(), metrics=box)
+        with _stop_on_signals(watcher.stop, watcher.wake):
+            try:
+                return watcher.run()
+            except LeaseHeldError as exc:
+                logger.error("%s", exc)
+                return EXIT_LEASE_HELD
+            except LedgerError as exc:
+                logger.error("%s", exc)
+                return EXIT_ERROR
+    finally:
+        if server is not None:
+            server.close()

@@ -13,12 +13,13 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from energy_ledger.daemon.active import state_counts
 from energy_ledger.daemon.config import WatchConfig
 from energy_ledger.daemon.lease import (
     LEASE_NAME,
@@ -33,6 +34,7 @@ from energy_ledger.exceptions import LedgerError
 from energy_ledger.store.atomic import write_atomic
 
 __all__ = [
+    "LIVE_MIN_INTERVAL_SEC",
     "MAX_LISTED",
     "STATUS_NAME",
     "StatusFile",
@@ -48,8 +50,10 @@ STATUS_NAME = "status.json"
 MAX_LISTED = 200
 """At most this many active experiments and errors are listed in ``status.json``."""
 
-_VOLATILE = ("updated_t", "lag_sec", "active")
+_VOLATILE = ("updated_t", "lag_sec", "active", "live")
 """Keys that change on every look; a change in them alone does not rewrite the file."""
+LIVE_MIN_INTERVAL_SEC = 1.0
+"""A change in the live figures alone rewrites ``status.json`` at most this often."""
 
 
 def status_view(
@@ -66,6 +70,9 @@ def status_view(
     rejected: Mapping[str, str],
     errors: Iterable[dict[str, Any]],
     stopped: bool,
+    live: Sequence[dict[str, Any]] = (),
+    live_left_out: int = 0,
+    metrics_url: str | None = None,
 ) -> dict[str, Any]:
     """The content of ``status.json`` (format version 1), from what the watcher knows.
 
@@ -84,8 +91,13 @@ def status_view(
         rejected: unsafe folder names under ``raw/`` and why each was refused.
         errors: the last errors, oldest first.
         stopped: whether the daemon is stopping.
+        live: the live figures of the most recently active experiments
+            (``core.live.LiveFigures.to_dict``), at most ``core.live.MAX_LIVE_EXPERIMENTS``.
+        live_left_out: how many active experiments have no live figures (over that cap).
+        metrics_url: where ``/metrics`` is served, when it is.
     """
     records = list(store.records.values())
+    emitted = sum(1 for r in records if r.kind == "complete")
     return {
         "v": 1,
         "root": str(root),
@@ -98,8 +110,9 @@ def status_view(
         "poll_interval_sec": config.poll_interval_sec,
         "lease_timeout_sec": config.lease_timeout_sec,
         "lag_sec": round(lag_sec, 3),
-        "emitted": sum(1 for r in records if r.kind == "complete"),
+        "emitted": emitted,
         "partial": sum(1 for r in records if r.kind == "partial"),
+        "counts": state_counts(active, emitted),
         "active_count": len(active),
         "active": active[:MAX_LISTED],
         "stale": [a["experiment_id"] for a in active if a["stale"]],
@@ -107,6 +120,9 @@ def status_view(
         "errors": list(errors),
         "hooks": store.hook_counts(),
         "stopped": stopped,
+        "live": list(live),
+        "live_left_out": live_left_out,
+        "metrics_url": metrics_url,
     }
 
 
@@ -123,11 +139,16 @@ class StatusFile:
 
     Idle time, lag and the clock change on every look; rewriting the file for those alone would
     cost a write and two fsyncs twice a second on an idle root, so they count only when forced.
+    The live figures of running experiments change with every sample their logs gain: a change
+    in them alone rewrites the file at most every ``LIVE_MIN_INTERVAL_SEC``, and never while no
+    experiment runs.
     """
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self._last: dict[str, Any] | None = None
+        self._last_live: Any = None
+        self._live_written = -float("inf")
 
     def write(self, status: dict[str, Any], *, force: bool) -> None:
         """Write ``status`` when it differs from the last written in more than its volatile keys.
@@ -139,11 +160,17 @@ class StatusFile:
             (a["experiment_id"], a["state"], a["detail"], a["stale"], a.get("retired"))
             for a in status["active"]
         ]
-        if not force and stable == self._last:
+        live = status.get("live")
+        live_due = (
+            live != self._last_live
+            and time.monotonic() - self._live_written >= LIVE_MIN_INTERVAL_SEC
+        )
+        if not force and stable == self._last and not live_due:
             return
         try:
             write_status(self.state_dir, status)
-            self._last = stable
+            self._last, self._last_live = stable, live
+            self._live_written = time.monotonic()
         except LedgerError as exc:
             logger.warning("cannot write the status file: %s", exc)
 
@@ -225,6 +252,8 @@ def daemon_lines(view: Mapping[str, Any]) -> list[str]:
             f"{st.get('partial', 0)} partial, {st.get('active_count', 0)} active, "
             f"{len(st.get('stale') or [])} stale"
         )
+    if st.get("metrics_url") and view.get("running"):
+        lines.append(f"  metrics: {st['metrics_url']}")
     hooks = st.get("hooks") or {}
     if hooks:
         interrupted = hooks.get("interrupted", 0)

@@ -7,8 +7,9 @@ other hosts' writes raise no local event, it polls the active experiments and li
 interval. Either way a periodic full reconcile catches anything missed. Emitted experiments are
 recorded in the state store and cost nothing afterwards. The rest of ``daemon/`` is what the loop
 uses: ``sources`` and ``changes`` (what changed), ``records`` (what was emitted), ``hooks``
-(``--on-emit``), ``lease`` (one daemon per root), ``status`` (``status.json``); ``run`` adds the
-signals and exit codes around it and is what ``energy-ledger watch`` calls.
+(``--on-emit``), ``lease`` (one daemon per root), ``status`` (``status.json``), ``metrics`` (what
+``/metrics`` shows, published for ``exporter``); ``run`` adds the signals and exit codes around
+it and is what ``energy-ledger watch`` calls.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from energy_ledger.daemon.active import (
     RETIRING,
     Retired,
     Tracked,
+    live_of,
     status_rows,
 )
 from energy_ledger.daemon.changes import DirProbe, PendingChanges
@@ -34,6 +36,7 @@ from energy_ledger.daemon.config import WatchConfig
 from energy_ledger.daemon.gate import claim_emission
 from energy_ledger.daemon.hooks import HookRunner
 from energy_ledger.daemon.lease import Lease
+from energy_ledger.daemon.metrics import LoopCounters, SnapshotBox, marker_latency_sec
 from energy_ledger.daemon.records import Kind, StateStore, emission_key, state_dir_for
 from energy_ledger.daemon.reports import ReportWriter
 from energy_ledger.daemon.sources import InotifySource, choose_polling
@@ -65,7 +68,12 @@ class Watcher:
     """One daemon on one results root. Use ``run.run_watch``; ``run()`` blocks until stopped."""
 
     def __init__(
-        self, root: str | os.PathLike[str], config: WatchConfig, stop_event: threading.Event
+        self,
+        root: str | os.PathLike[str],
+        config: WatchConfig,
+        stop_event: threading.Event,
+        *,
+        metrics: SnapshotBox | None = None,
     ) -> None:
         self.layout = ResultsLayout.at(root)
         self.config = config
@@ -86,6 +94,8 @@ class Watcher:
         self.errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_LISTED)
         self.started_t = time.time()
         self.last_lag_sec = 0.0
+        self.metrics = metrics
+        self.counters = LoopCounters(started_t=self.started_t)
         self.status_file = StatusFile(self.state_dir)
         self._raw_probe = DirProbe(self.layout.raw_dir)
         # The state folder is small: swept at every heartbeat. aggregated/ may hold thousands of
@@ -115,8 +125,14 @@ class Watcher:
         self._error(experiment_id, f"{tracked.state}: {tracked.detail}")
 
     # -- the work ---------------------------------------------------------------------------
-    def _emitted(self, experiment_id: str, kind: str, path: Path) -> None:
-        """Claim the emission of a result just written (``gate``), then schedule its hook."""
+    def _emitted(
+        self, experiment_id: str, kind: str, path: Path, *, latency_sec: float | None = None
+    ) -> None:
+        """Claim the emission of a result just written (``gate``), then schedule its hook.
+
+        ``latency_sec``: from the experiment's last marker to its result, when this daemon
+        wrote the result just now (``/metrics``).
+        """
         emission_kind: Kind = "complete" if kind == "complete" else "partial"
         key = emission_key(experiment_id, emission_kind)
         try:
@@ -139,6 +155,9 @@ class Watcher:
                 holder.emission_id or "of an unreadable record",
             )
             return
+        self.counters.emissions[emission_kind] += 1
+        if latency_sec is not None:
+            self.counters.emission_latency.observe(latency_sec)
         logger.info(
             "emitted %s%s (emission %s) -> %s",
             experiment_id,
@@ -182,9 +201,15 @@ class Watcher:
         settled = time.time() - tracked.last_activity_t > RETIRE_QUIET_SEC
         candidate = tracked.stale or tracked.state in RETIRING or tracked.state == "new"
         fingerprint = folder_fingerprint(directory, self.layout.root) if candidate else None
+        mark = self.counters.mark(tracked.tails)
+        t0 = time.perf_counter()
         outcome = process_experiment(self.layout, experiment_id, tails=tracked.tails)
+        self.counters.scanned(tracked.tails, mark, time.perf_counter() - t0)
         if outcome.state == "complete" and outcome.path is not None:
-            self._emitted(experiment_id, "complete", outcome.path)
+            latency = None
+            if self.metrics is not None and outcome.action == "written":
+                latency = marker_latency_sec(directory, self.started_t)
+            self._emitted(experiment_id, "complete", outcome.path, latency_sec=latency)
             return
         if outcome.state == "invalid" and not self.layout.experiment_dir(experiment_id).is_dir():
             self.active.pop(experiment_id, None)  # the folder vanished
@@ -273,6 +298,7 @@ class Watcher:
         now = time.time()
         oldest = self.changes.oldest_t()
         lag = max(self.last_lag_sec, time.monotonic() - oldest if oldest is not None else 0.0)
+        live, left_out = live_of(self.active)
         status = status_view(
             root=self.layout.root,
             config=self.config,
@@ -286,8 +312,22 @@ class Watcher:
             rejected=self.rejected,
             errors=self.errors,
             stopped=self.stop.is_set(),
+            live=[f.to_dict() for f in live],
+            live_left_out=left_out,
+            metrics_url=self.metrics.url if self.metrics is not None else None,
         )
         self.status_file.write(status, force=force)
+        if self.metrics is not None:
+            hooks = self.hooks
+            snapshot = self.counters.snapshot(
+                status,
+                live,
+                host=self.lease.info.host,
+                lease_held=self.lease.held,
+                hook_runs=hooks.runs if hooks is not None else 0,
+                hook_failures=hooks.failures if hooks is not None else 0,
+            )
+            self.metrics.publish(snapshot)
 
     # -- lifecycle --------------------------------------------------------------------------
     def _start_source(self) -> None:
@@ -399,15 +439,19 @@ class Watcher:
                 now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + sweep_sec
+                    t0 = time.perf_counter()
                     if self.polling and self._raw_probe.changed():
                         self._discover(full=False)
                     for experiment_id in list(self.active):
                         self.changes.mark(experiment_id)
                     self._drain()
+                    self.counters.sweep_duration["active"].observe(time.perf_counter() - t0)
                 if now >= next_reconcile:
                     next_reconcile = now + cfg.reconcile_interval_sec
+                    t0 = time.perf_counter()
                     self._discover(full=True)
                     self._drain()
+                    self.counters.sweep_duration["reconcile"].observe(time.perf_counter() - t0)
                     if self.source is not None and not self.source.is_alive():
                         logger.warning("the inotify observer stopped; polling from now on")
                         self.source, self.polling = None, True
