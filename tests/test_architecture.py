@@ -227,13 +227,19 @@ class TestLayers:
 
     @pytest.mark.parametrize(
         ("library", "modules"),
-        [("matplotlib", ("report.figures", "report.scatter")), ("jinja2", ("report.html",))],
+        [
+            ("matplotlib", ("report.figures", "report.scatter")),
+            ("jinja2", ("report.html",)),
+            ("prometheus_client", ("daemon.exporter",)),
+            ("obstore", ("store.remote",)),
+        ],
     )
     def test_optional_report_libraries_enter_in_few_modules(
         self, library: str, modules: tuple[str, ...]
     ) -> None:
         """matplotlib and jinja2 (the ``report`` extra) are imported only where the report
-        draws and lays out, so a GPU node without them can use everything else."""
+        draws and lays out, prometheus-client (the ``metrics`` extra) only where ``/metrics``
+        is served, so a node without them can use everything else."""
         importers = sorted(
             name
             for name, path in _modules().items()

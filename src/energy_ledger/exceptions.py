@@ -37,6 +37,15 @@ class UnsafePathError(LedgerError):
     """A name or path would lead outside the results root, or is not a valid experiment id."""
 
 
+class StoreWriteError(LedgerError):
+    """Writing to the results store failed: a full disk, a bucket that refused or could not be
+    reached, or another writer's object already under the key (a conditional create lost).
+
+    What it says is bad luck with the storage, not a bug: the recorder loses the recording
+    instead of raising into the measured program. Its cause is the ``OSError`` when there is one.
+    """
+
+
 class IncompleteExperimentError(LedgerError):
     """An experiment was asked to aggregate as complete but its completeness check failed."""
 

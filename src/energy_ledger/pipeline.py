@@ -9,6 +9,12 @@ that for every experiment under a root, rebuilding the CSV once at the end;
 ``recover_experiment`` writes an explicitly partial result for a crashed run (or the full result
 when the experiment turns out complete). Every output path is checked to be a real file in a
 real ``aggregated/`` folder inside the root before anything is written.
+
+A root spelled as a bucket URL (``s3://``, ``gs://``, ``az://``) is handed to
+``pipeline_objects`` by ``replay_root``, ``count_experiments``, ``root_status``,
+``recover_experiment`` and ``validate_experiment``, so each takes either kind of root; its
+outputs are conditional writes there instead of files under a lock. ``Outcome``,
+``aggregate_scan`` and ``coverage`` live in ``outcomes``, shared by both, and are re-exported.
 """
 
 from __future__ import annotations
@@ -20,21 +26,29 @@ from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
-import orjson
-
-from energy_ledger.core.aggregation import aggregate_results
+from energy_ledger import pipeline_objects
 from energy_ledger.core.completeness import CompletenessReport
-from energy_ledger.core.validity import is_validity_warning
-from energy_ledger.exceptions import IncompleteExperimentError, LedgerError, UnsafePathError
+from energy_ledger.exceptions import LedgerError, UnsafePathError
 from energy_ledger.models import ExperimentResult
 from energy_ledger.models.results import is_partial
+from energy_ledger.outcomes import (
+    Outcome,
+    aggregate_scan,
+    coverage,
+    emitted_validity,
+    tally,
+    validity_of,
+)
+from energy_ledger.pipeline_objects import ObjectRecovery
 from energy_ledger.store import parallel
 from energy_ledger.store.atomic import fsync_dir
+from energy_ledger.store.bucket_reader import ObjectScan
 from energy_ledger.store.exporters import csv_row, write_result_json
 from energy_ledger.store.layout import ResultsLayout, experiment_location, results_root
 from energy_ledger.store.lock import outputs_lock
+from energy_ledger.store.objectstore import is_url
 from energy_ledger.store.parallel import log_bytes, log_paths, prefetch_tails, worker_pool
 from energy_ledger.store.parquet import parquet_available
 from energy_ledger.store.reader import ExperimentScan, LogTail, list_experiments, scan_experiment
@@ -49,80 +63,26 @@ from energy_ledger.store.table import (
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one experiment.
-
-    Attributes:
-        experiment_id: the folder name.
-        state: ``complete``, ``pending``, ``failed``, ``invalid`` or ``rejected``.
-        action: ``written``, ``up-to-date``, ``skipped`` (not complete) or ``error`` (complete,
-            but its result could not be written).
-        detail: why (the completeness reasons, or the error).
-        path: the result file, when there is one.
-        warnings: the emitted result's validity warnings (weak measurements, not blockers).
-    """
-
-    experiment_id: str
-    state: str
-    action: str
-    detail: str = ""
-    path: Path | None = None
-    warnings: tuple[str, ...] = ()
-
-
-def coverage(scan: ExperimentScan) -> dict[str, Any]:
-    """How much of the experiment the logs cover: processes, requests, seconds, lines skipped."""
-    summaries = scan.summaries
-    report = scan.report
-    windows = [s for s in summaries if s.has_window]
-    seconds = (
-        max(s.window_end_t for s in windows if s.window_end_t is not None)
-        - min(s.window_start_t for s in windows if s.window_start_t is not None)
-        if windows
-        else 0.0
-    )
-    return {
-        "processes_found": len(summaries),
-        "processes_expected": report.expected_processes,
-        "processes_finished": sum(1 for s in summaries if s.finished),
-        "processes_failed": [s.process_index for s in summaries if s.failed_error is not None],
-        "requests": sum(s.requests for s in summaries),
-        "output_tokens": sum(s.output_tokens for s in summaries),
-        "measured_seconds": seconds,
-        "skipped_lines": list(scan.problems),
-    }
-
-
-def aggregate_scan(scan: ExperimentScan, *, partial: bool = False) -> ExperimentResult:
-    """Aggregate a scanned experiment.
-
-    Raises:
-        IncompleteExperimentError: it is not complete and ``partial`` is False.
-        LedgerError: nothing could be replayed.
-    """
-    if not partial and not scan.report.is_complete:
-        raise IncompleteExperimentError(
-            f"{scan.experiment_id} is not complete: {scan.report.error_message}"
-        )
-    summaries = scan.summaries
-    if not summaries:
-        raise LedgerError(f"{scan.experiment_id}: no process log could be replayed")
-    extra: dict[str, Any] = {}
-    if partial:
-        extra = {"completeness": scan.report.to_dict(), "coverage": coverage(scan)}
-    methodology = summaries[0].measurement_methodology
-    return aggregate_results(
-        summaries,
-        scan.experiment_id,
-        measurement_methodology=methodology  # type: ignore[arg-type]
-        if methodology in ("total", "steady_state", "windowed")
-        else "total",
-        partial=partial,
-        partial_reason=scan.report.error_message if partial else None,
-        extra=extra,
-    )
+__all__ = [
+    "ObjectRecovery",
+    "Outcome",
+    "Recovery",
+    "aggregate_scan",
+    "count_experiments",
+    "coverage",
+    "emit",
+    "emit_result",
+    "process_experiment",
+    "recover_experiment",
+    "replay_root",
+    "root_status",
+    "sync_csv",
+    "tally",
+    "up_to_date",
+    "validate_experiment",
+    "validity_of",
+    "write_result",
+]
 
 
 def write_result(
@@ -320,8 +280,10 @@ def replay_root(
     more at the end with the rows of the results written or checked.
 
     Args:
-        root: the results root (the folder holding ``raw/``).
-        force: replay even experiments whose result looks up to date.
+        root: the results root (the folder holding ``raw/``), or a bucket URL
+            (``pipeline_objects.replay_url``: serial, whatever ``jobs`` says).
+        force: replay even experiments whose result looks up to date (on a bucket: replace
+            a result that holds other bytes).
         progress: called after each experiment (the CLI draws a progress bar with it).
         jobs: worker processes (``store.parallel``): with at least as many experiments to
             replay as jobs, whole experiments go to the workers; with fewer, each one's logs
@@ -331,6 +293,8 @@ def replay_root(
         LedgerError: ``root`` is not a results root (the message says what was meant), or its
             ``aggregated/`` folder or CSV cannot be used (``UnsafePathError`` for a link).
     """
+    if is_url(root):
+        return pipeline_objects.replay_url(str(root), force=force, progress=progress)
     layout = results_root(root)
     layout.outputs_dir()  # a linked aggregated/ is refused before anything is read or written
     listing = list_experiments(layout)
@@ -454,19 +418,10 @@ def _share_out(
                     progress(outcome)
 
 
-def tally(outcomes: list[Outcome]) -> dict[str, int]:
-    """How many outcomes were written, up to date, errors (not written), and not complete."""
-    counts = {
-        "written": sum(1 for o in outcomes if o.action == "written"),
-        "up_to_date": sum(1 for o in outcomes if o.action == "up-to-date"),
-        "errors": sum(1 for o in outcomes if o.action == "error"),
-    }
-    counts["not_complete"] = len(outcomes) - sum(counts.values())
-    return counts
-
-
 def count_experiments(root: str | os.PathLike[str]) -> int:
-    """How many experiment folders ``replay_root`` will look at."""
+    """How many experiment folders ``replay_root`` will look at (a folder or a bucket URL)."""
+    if is_url(root):
+        return pipeline_objects.count_url_experiments(str(root))
     return len(list_experiments(results_root(root)).experiment_ids)
 
 
@@ -503,18 +458,25 @@ class Recovery:
         }
 
 
-def recover_experiment(experiment_dir: str | os.PathLike[str]) -> Recovery:
+@overload
+def recover_experiment(experiment_dir: os.PathLike[str]) -> Recovery: ...
+@overload
+def recover_experiment(experiment_dir: str) -> Recovery | ObjectRecovery: ...
+def recover_experiment(experiment_dir: str | os.PathLike[str]) -> Recovery | ObjectRecovery:
     """Aggregate whatever a crashed or partial run left into ``<id>.partial.json``.
 
     Corrupt lines are skipped (and listed), torn last lines ignored, missing markers and
     missing processes reported in the result's ``aggregation.completeness``. An experiment that
     is complete after all (and has no corrupt line) gets its full result instead, exactly as
-    ``replay`` writes it, and any older partial result is removed.
+    ``replay`` writes it, and any older partial result is removed. A bucket URL
+    (``<root>/raw/<id>``) gives an ``ObjectRecovery`` (``pipeline_objects``).
 
     Raises:
         LedgerError: the folder is unsafe, not an experiment folder (a results root, say: the
             message says which folder was meant) or holds no replayable process log.
     """
+    if is_url(experiment_dir):
+        return pipeline_objects.recover_url_experiment(str(experiment_dir))
     layout, _experiment_id = experiment_location(experiment_dir)
     layout.outputs_dir()
     directory = Path(os.path.abspath(experiment_dir))
@@ -530,10 +492,23 @@ def recover_experiment(experiment_dir: str | os.PathLike[str]) -> Recovery:
     return Recovery(path, scan.report, coverage(scan), result, True, written)
 
 
+@overload
+def validate_experiment(
+    experiment_dir: os.PathLike[str], expected_processes: int | None = None
+) -> ExperimentScan: ...
+@overload
+def validate_experiment(
+    experiment_dir: str, expected_processes: int | None = None
+) -> ExperimentScan | ObjectScan: ...
 def validate_experiment(
     experiment_dir: str | os.PathLike[str], expected_processes: int | None = None
-) -> ExperimentScan:
-    """Scan an experiment folder (strictly) for ``validate``; the report is ``scan.report``."""
+) -> ExperimentScan | ObjectScan:
+    """Scan an experiment folder (strictly) for ``validate``; the report is ``scan.report``.
+
+    A bucket URL (``<root>/raw/<id>``) is scanned as objects (``pipeline_objects``).
+    """
+    if is_url(experiment_dir):
+        return pipeline_objects.validate_url_experiment(str(experiment_dir), expected_processes)
     layout, _experiment_id = experiment_location(experiment_dir)
     return scan_experiment(
         experiment_dir,
@@ -543,11 +518,14 @@ def validate_experiment(
 
 
 def root_status(root: str | os.PathLike[str]) -> list[Outcome]:
-    """The state of every experiment under ``root``, without writing anything.
+    """The state of every experiment under ``root`` (a folder or a bucket URL), without
+    writing anything.
 
     Raises:
         LedgerError: ``root`` is not a results root, or its ``aggregated/`` is a link.
     """
+    if is_url(root):
+        return pipeline_objects.url_root_status(str(root))
     layout = results_root(root)
     layout.outputs_dir()
     listing = list_experiments(layout)
@@ -576,13 +554,6 @@ def root_status(root: str | os.PathLike[str]) -> list[Outcome]:
 def _emitted_validity(path: Path) -> tuple[str, ...]:
     """The validity warnings of an emitted result, or none when it cannot be read."""
     try:
-        warnings = orjson.loads(path.read_bytes()).get("measurement_warnings") or []
-    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return emitted_validity(path.read_bytes())
+    except OSError:
         return ()
-    return tuple(w for w in warnings if isinstance(w, str) and is_validity_warning(w))
-
-
-def validity_of(scan: ExperimentScan) -> list[str]:
-    """The validity warnings of a complete experiment (``validate``), without writing it."""
-    result = aggregate_scan(scan)
-    return [w for w in result.measurement_warnings if is_validity_warning(w)]

@@ -117,8 +117,15 @@ class TestInvalidMarker:
         with pytest.raises(FormatError, match=re.escape(PATH)):
             parse_marker(data, path=PATH)
 
-    @pytest.mark.parametrize("v", [2, 99])
+    @pytest.mark.parametrize("v", [3, 99])
     def test_newer_version_is_refused(self, v: int) -> None:
         """A marker of a newer format version raises ``UnsupportedVersionError``."""
         with pytest.raises(UnsupportedVersionError, match=re.escape(PATH)):
             parse_marker(_bytes({**VALID, "v": v}), path=PATH)
+
+    def test_version_2_is_not_a_version_1_marker(self) -> None:
+        """A version-2 (segmented) marker is a ``FormatError`` here, naming its layout."""
+        v2 = {**VALID, "v": 2, "segments": [{"bytes": 9876, "sha256": SHA}]}
+        with pytest.raises(FormatError, match="version 2, the segmented layout") as info:
+            parse_marker(_bytes(v2), path=PATH)
+        assert not isinstance(info.value, UnsupportedVersionError)

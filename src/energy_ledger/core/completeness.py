@@ -12,6 +12,11 @@ an experiment is not complete. Checks, in order:
    ``process_finished``; a marker whose bytes have not all arrived yet is *pending*, not invalid;
 5. agreement: every process names the same ``run_id``, ``world_size`` and ``experiment_id``.
 
+A process written in the segmented layout (docs/format.md §7) carries ``SegmentsSeen`` in its
+evidence and a version-2 marker; check 4 then compares each segment read with the marker's entry
+for it, and the segments listed with the marker's list (a listed one not there yet is pending,
+one beyond the list is invalid). A marker whose version does not fit its layout is invalid.
+
 The report has the shape of LLenergyMeasure's ``CompletenessReport``: its sequences are lists,
 ``marker_status`` maps every process index to whether that process has a valid completion marker,
 and ``is_complete`` / ``error_message`` are there too (as properties). The ledger's own findings
@@ -25,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from energy_ledger.core.marker import Marker
+from energy_ledger.core.marker import Marker, SegmentDigest, SegmentedMarker
 from energy_ledger.core.process import ProcessFacts, ProcessSummary
 
 State = Literal["complete", "pending", "failed", "invalid"]
@@ -36,6 +41,29 @@ the indices it expects, and a single log claiming 10**12 processes must cost a s
 range of that size. No measured run comes near it; a larger one is reported as invalid."""
 MAX_LISTED_INDICES = 20
 """Index lists in reasons are cut to this many entries (the report's fields keep them all)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentsSeen:
+    """What a reader found of a segmented log (docs/format.md §7.4).
+
+    Attributes:
+        read: the segments folded, in order from segment 0 (entry ``n`` is segment ``n``),
+            with the size and SHA-256 of the bytes read.
+        present: every segment number the listing showed, sorted (read or not: a number
+            after a gap is listed but not read).
+        where: the segments' location for messages (see ``named``); ``""`` in a folder.
+    """
+
+    read: tuple[SegmentDigest, ...] = ()
+    present: tuple[int, ...] = ()
+    where: str = ""
+
+    def named(self, number: int) -> str:
+        """`` (<where><n>.jsonl)`` after a reason about segment ``number``, when ``where`` is
+        set (a bucket's reader sets it to the segments' URL, so the reason names the object);
+        nothing otherwise."""
+        return f" ({self.where}{number:08d}.jsonl)" if self.where else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +87,9 @@ class ProcessEvidence:
             the reader makes the error final (``log_error``) once a marker covers those bytes.
         legacy: LLenergyMeasure's older layout (a ``.completed_<i>`` file is the marker).
         legacy_marker: whether that older marker exists.
+        segments: for a log in the segmented layout, what was read of its segments; ``None``
+            for an appended log. The byte and digest fields above then describe the segments
+            read, end to end.
     """
 
     index: int
@@ -68,11 +99,12 @@ class ProcessEvidence:
     torn_bytes: int = 0
     sha256: str | None = None
     last_seq: int = -1
-    marker: Marker | None = None
+    marker: Marker | SegmentedMarker | None = None
     marker_error: str | None = None
     read_error: str | None = None
     legacy: bool = False
     legacy_marker: bool = False
+    segments: SegmentsSeen | None = None
 
 
 _LIST_FIELDS = (
@@ -192,6 +224,8 @@ def _marker_verdict(ev: ProcessEvidence, run_id: str | None) -> tuple[str, str] 
             f"invalid: process {i} marker is stale: it belongs to run {marker.run_id!r}, "
             f"the log to run {run_id!r}"
         )
+    if isinstance(marker, SegmentedMarker) or ev.segments is not None:
+        return _segmented_verdict(ev, marker)
     if ev.complete_bytes < marker.log_bytes:
         have = ev.complete_bytes + ev.torn_bytes
         return "pending", (
@@ -209,6 +243,58 @@ def _marker_verdict(ev: ProcessEvidence, run_id: str | None) -> tuple[str, str] 
         return "invalid", (
             f"invalid: process {i} marker says the last seq is {marker.final_seq}, "
             f"the log ends at {ev.last_seq}"
+        )
+    if ev.summary is not None and not ev.summary.finished:
+        return "invalid", f"invalid: process {i} has a marker but no process_finished event"
+    return None
+
+
+def _segmented_verdict(
+    ev: ProcessEvidence, marker: Marker | SegmentedMarker
+) -> tuple[str, str] | None:
+    """``_marker_verdict`` for the segmented layout, or for a marker of the other layout."""
+    i = ev.index
+    seen = ev.segments
+    if seen is None:
+        return "invalid", (
+            f"invalid: process {i} marker is version 2 (segmented layout) but its log is one "
+            f"appended file (process_{i}.events.jsonl); a process writes one layout only"
+        )
+    if not isinstance(marker, SegmentedMarker):
+        return "invalid", (
+            f"invalid: process {i} marker is version 1 (one appended log) but the process "
+            f"wrote segments (process_{i}.segments/); its marker must be version 2"
+        )
+    listed = len(marker.segments)
+    for n, (got, want) in enumerate(zip(seen.read, marker.segments, strict=False)):
+        if got.bytes != want.bytes:
+            return "invalid", (
+                f"invalid: process {i} segment {n:08d} is {got.bytes} bytes, its marker says "
+                f"{want.bytes}{seen.named(n)}"
+            )
+        if got.sha256 != want.sha256:
+            return "invalid", (
+                f"invalid: process {i} segment {n:08d} does not match its marker's "
+                f"SHA-256{seen.named(n)}"
+            )
+    extra = [n for n in seen.present if n >= listed]
+    if extra:
+        return "invalid", (
+            f"invalid: process {i} has segments beyond the {listed} its marker lists: "
+            f"{_listed(extra)} (written after the marker?)"
+        )
+    present = set(seen.present)
+    missing = [n for n in range(listed) if n not in present]
+    if missing or len(seen.read) < listed:
+        return "pending", (
+            f"process {i} marker lists {listed} segments; "
+            + (f"segments {_listed(missing)} are not there" if missing else "not all are read")
+            + f" yet, {len(seen.read)} read so far (not yet)"
+        )
+    if ev.last_seq != marker.final_seq:
+        return "invalid", (
+            f"invalid: process {i} marker says the last seq is {marker.final_seq}, "
+            f"the segments end at {ev.last_seq}"
         )
     if ev.summary is not None and not ev.summary.finished:
         return "invalid", f"invalid: process {i} has a marker but no process_finished event"
@@ -234,6 +320,8 @@ def check_completeness(
     for ev in evidence:
         if ev.log_error is not None:
             reasons.append(f"invalid: process {ev.index} log cannot be replayed: {ev.log_error}")
+        elif ev.read_error is not None and ev.segments is not None:
+            reasons.append(f"process {ev.index} log cannot be read further yet: {ev.read_error}")
         elif ev.read_error is not None:
             reasons.append(
                 f"process {ev.index} log cannot be read further yet: {ev.read_error} (no marker "

@@ -13,20 +13,24 @@ thread would kill that loop for the sake of a measurement. So the first failed w
   that stopped without finishing: the experiment is never complete, and ``recover`` can still
   use what landed, marked partial.
 
-Only failures of the filesystem are caught: an ``OSError``, or a ``LedgerError`` raised from one
-(how ``EventLogWriter`` and ``write_atomic`` report them). A value that breaks the format, or a
-call out of order, still raises: that is a bug in the caller, not bad luck with the disk.
+Only failures of the storage are caught: an ``OSError``, a ``LedgerError`` raised from one (how
+``EventLogWriter`` and ``write_atomic`` report them), or a ``StoreWriteError`` (how
+``SegmentedLogWriter`` reports a put that failed: a full disk, a bucket that refused or could
+not be reached, or another writer of the same process that created the segment or the marker
+first). A value that breaks the format, a call out of order, or any other exception still
+raises: that is a bug in the caller (or in this library), not bad luck with the storage.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from typing import Any
 
-from energy_ledger.core.marker import Marker
-from energy_ledger.exceptions import LedgerError
-from energy_ledger.store.writer import EventLogWriter
+from energy_ledger.core.marker import Marker, SegmentedMarker
+from energy_ledger.exceptions import LedgerError, StoreWriteError
+from energy_ledger.store.logwriter import LogWriter
 
 __all__ = ["LossGuard", "is_write_failure"]
 
@@ -34,14 +38,15 @@ logger = logging.getLogger(__name__)
 
 
 def is_write_failure(exc: BaseException) -> bool:
-    """True for an error of the filesystem (an ``OSError``, or a ``LedgerError`` from one)."""
-    return isinstance(exc, OSError) or (
+    """True for an error of the storage: an ``OSError``, a ``LedgerError`` from one, or a
+    ``StoreWriteError`` (a put that failed, whatever its cause)."""
+    return isinstance(exc, OSError | StoreWriteError) or (
         isinstance(exc, LedgerError) and isinstance(exc.__cause__, OSError)
     )
 
 
 class LossGuard:
-    """The recorder's view of its ``EventLogWriter``: write failures lose the recording.
+    """The recorder's view of its log writer: write failures lose the recording.
 
     Every append goes through it (``request()`` excepted: the hot path checks ``lost`` and calls
     ``lose`` itself, which costs nothing while the disk is fine). Once ``lost``, every call is a
@@ -53,7 +58,7 @@ class LossGuard:
         lost: why the recording was lost (the first failure), or ``None`` while it is fine.
     """
 
-    def __init__(self, writer: EventLogWriter) -> None:
+    def __init__(self, writer: LogWriter) -> None:
         self.writer = writer
         self.lost: str | None = None
 
@@ -72,7 +77,7 @@ class LossGuard:
         if self.lost is not None:
             return
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        self.lost = f"cannot write {self.writer.path}: {reason}"
+        self.lost = f"cannot write {os.fspath(self.writer.path)}: {reason}"
         logger.error(
             "energy-ledger: %s; this process is NOT recorded: nothing more is written to its "
             "log and it gets no completion marker (the run itself goes on)",
@@ -82,7 +87,7 @@ class LossGuard:
             self.writer.abandon()
 
     def append_raw(self, obj: dict[str, Any]) -> None:
-        """``EventLogWriter.append_raw``, or nothing once lost."""
+        """The writer's ``append_raw``, or nothing once lost."""
         if self.lost is None:
             try:
                 self.writer.append_raw(obj)
@@ -92,7 +97,7 @@ class LossGuard:
                 self.lose(exc)
 
     def append(self, type_name: str, **fields: Any) -> None:
-        """``EventLogWriter.append`` (a bad value still raises ``FormatError``)."""
+        """The writer's ``append`` (a bad value still raises ``FormatError``)."""
         if self.lost is None:
             try:
                 self.writer.append(type_name, **fields)
@@ -102,7 +107,7 @@ class LossGuard:
                 self.lose(exc)
 
     def append_clock(self, t: float, monotonic_sec: float, wall_t: float | None) -> None:
-        """``EventLogWriter.append_clock``, or nothing once lost or closed."""
+        """The writer's ``append_clock``, or nothing once lost or closed."""
         if not self.closed:
             try:
                 self.writer.append_clock(t, monotonic_sec, wall_t)
@@ -111,8 +116,8 @@ class LossGuard:
                     raise
                 self.lose(exc)
 
-    def close(self) -> Marker | None:
-        """``EventLogWriter.close``: the marker, or ``None`` when the log was lost."""
+    def close(self) -> Marker | SegmentedMarker | None:
+        """The writer's ``close``: the marker, or ``None`` when the log was lost."""
         if self.lost is None:
             try:
                 return self.writer.close()
@@ -123,7 +128,7 @@ class LossGuard:
         return None
 
     def fail(self, error: str) -> None:
-        """``EventLogWriter.fail``, or nothing once lost."""
+        """The writer's ``fail``, or nothing once lost."""
         if self.lost is None:
             try:
                 self.writer.fail(error)

@@ -10,10 +10,13 @@ Read from the environment that torchrun, accelerate and Slurm set:
 - device: the ``LOCAL_RANK``-th entry of ``CUDA_VISIBLE_DEVICES`` (or its only entry), which may
   be an index, a GPU UUID or a MIG id; the NVML backend maps it to a device through the UUID;
 - tensor-parallel size: ``ENERGY_LEDGER_TP_SIZE`` (which ranks' requests count, see
-  ``payloads.request_ownership``).
+  ``payloads.request_ownership``);
+- log layout: ``ENERGY_LEDGER_LAYOUT`` (``appended`` or ``segmented``; a bucket root is always
+  segmented, see ``store.logwriter``).
 
-Everything here is pure except ``check_peers``, which reads the first line of the other ranks'
-logs to catch ranks that disagree on the run id or world size before any data is written.
+Everything here is pure except ``check_peers`` and ``check_segmented_peers``, which read the
+first line of the other ranks' logs (or first segments) to catch ranks that disagree on the run
+id or world size before any data is written.
 """
 
 from __future__ import annotations
@@ -27,13 +30,21 @@ from pathlib import Path
 import orjson
 
 from energy_ledger.exceptions import LedgerError
-from energy_ledger.store.layout import LOG_RE
+from energy_ledger.store.layout import LOG_RE, SEGMENTS_RE, experiment_key, segment_name
+from energy_ledger.store.objectstore import ObjectStore
 
 RUN_ID_ENV_VAR = "ENERGY_LEDGER_RUN_ID"
 """The variable that names the run; set it to the same value for every rank of one launch."""
 
 TP_SIZE_ENV_VAR = "ENERGY_LEDGER_TP_SIZE"
 """The variable that gives the tensor-parallel group size (ranks that log the same requests)."""
+
+LAYOUT_ENV_VAR = "ENERGY_LEDGER_LAYOUT"
+"""The variable that picks the log layout of a folder root: ``appended`` or ``segmented``."""
+
+PEER_SEGMENT_CHECKS = 8
+"""At most this many other ranks' first segments are read at the start: each is a request to
+the store, and ranks that disagree on the run id disagree with every peer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +200,13 @@ def tensor_parallel_size_from_env(environ: Mapping[str, str] | None = None) -> i
     return _int(env, TP_SIZE_ENV_VAR)
 
 
+def layout_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The log layout ``ENERGY_LEDGER_LAYOUT`` asks for; ``None`` when unset or empty (checked
+    by ``store.logwriter.check_layout``)."""
+    env = os.environ if environ is None else environ
+    return env.get(LAYOUT_ENV_VAR, "").strip() or None
+
+
 def check_peers(experiment_dir: Path, launch: LaunchInfo) -> None:
     """Refuse to start when another rank's log names a different run id or world size.
 
@@ -212,28 +230,71 @@ def check_peers(experiment_dir: Path, launch: LaunchInfo) -> None:
                 first = orjson.loads(fp.readline())
         except (OSError, orjson.JSONDecodeError):
             continue
-        if not isinstance(first, dict):
+        _check_peer(str(path), first, launch)
+
+
+def check_segmented_peers(objects: ObjectStore, experiment_id: str, launch: LaunchInfo) -> None:
+    """``check_peers`` for the segmented layout: the first line of other ranks' segment 0.
+
+    One listing of the experiment, then at most ``PEER_SEGMENT_CHECKS`` segments read. A
+    store that cannot be listed, or a segment that cannot be read or decoded, is skipped (the
+    aggregator checks every process later).
+
+    Raises:
+        LedgerError: a peer disagrees.
+    """
+    prefix = experiment_key(experiment_id)
+    first_segment = "/" + segment_name(0)
+    try:
+        listing = objects.list(prefix)
+    except (OSError, LedgerError):
+        return
+    checked = 0
+    for info in listing:
+        folder, _, name = info.key[len(prefix) :].partition("/")
+        match = SEGMENTS_RE.match(folder)
+        if not match or "/" + name != first_segment:
             continue
-        if first.get("run_id") != launch.run_id:
-            raise LedgerError(
-                f"{path} belongs to run {first.get('run_id')!r} but this "
-                f"process has run id {launch.run_id!r}: the ranks could not agree on a run id "
-                f"(set {RUN_ID_ENV_VAR} to one value for all ranks, or use a new experiment id)"
-            )
-        if first.get("world_size") != launch.world_size:
-            raise LedgerError(
-                f"{path} says world size {first.get('world_size')} but this "
-                f"process has {launch.world_size}"
-            )
+        if int(match.group(1)) == launch.process_index:
+            continue
+        if checked >= PEER_SEGMENT_CHECKS:
+            return
+        checked += 1
+        try:
+            first = orjson.loads(objects.get(info.key).split(b"\n", 1)[0])
+        except (OSError, LedgerError, orjson.JSONDecodeError):
+            continue
+        _check_peer(f"{objects.url.rstrip('/')}/{info.key}", first, launch)
+
+
+def _check_peer(where: str, first: object, launch: LaunchInfo) -> None:
+    """Refuse a peer's first event that names another run id or world size."""
+    if not isinstance(first, dict):
+        return
+    if first.get("run_id") != launch.run_id:
+        raise LedgerError(
+            f"{where} belongs to run {first.get('run_id')!r} but this "
+            f"process has run id {launch.run_id!r}: the ranks could not agree on a run id "
+            f"(set {RUN_ID_ENV_VAR} to one value for all ranks, or use a new experiment id)"
+        )
+    if first.get("world_size") != launch.world_size:
+        raise LedgerError(
+            f"{where} says world size {first.get('world_size')} but this "
+            f"process has {launch.world_size}"
+        )
 
 
 __all__ = [
+    "LAYOUT_ENV_VAR",
+    "PEER_SEGMENT_CHECKS",
     "RUN_ID_ENV_VAR",
     "TP_SIZE_ENV_VAR",
     "LaunchInfo",
     "check_peers",
+    "check_segmented_peers",
     "device_spec_from_env",
     "launch_from_env",
+    "layout_from_env",
     "run_id_from_env",
     "tensor_parallel_size_from_env",
 ]

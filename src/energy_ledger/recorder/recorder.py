@@ -13,7 +13,12 @@ counter at its start and end and runs the background sampler in between (``windo
 normally writes ``process_finished`` and the completion marker, leaving with an exception writes
 ``process_failed`` (no marker, so ``recover`` can account for the rank) and re-raises.
 
-Threading: the ``EventLogWriter`` is not thread-safe, so the caller's thread and the sampler thread
+Storage: the root is a folder or a bucket URL (``s3://``, ``gs://``, ``az://``). A folder gets the
+appended log (``EventLogWriter``) unless ``layout="segmented"`` (or ``ENERGY_LEDGER_LAYOUT``) asks
+for segments; a bucket always gets segments (``SegmentedLogWriter``, docs/format.md §7), put by a
+background uploader so that no put happens under the lock ``request()`` takes.
+
+Threading: the writer is not thread-safe, so the caller's thread and the sampler thread
 append under one lock. ``request()`` never touches NVML (an energy read costs milliseconds): it
 builds the wire dict, checks plain ints and floats inline, leaves the rest to ``payloads`` and
 appends. NVML failures after the start become ``warning`` events (``sampler.DeviceReader`` words
@@ -38,20 +43,28 @@ from types import TracebackType
 from typing import Any
 
 from energy_ledger.core.events import FORMAT_VERSION
-from energy_ledger.core.marker import Marker
+from energy_ledger.core.marker import Marker, SegmentedMarker
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.gpu.backend import open_backend
 from energy_ledger.gpu.protocol import DeviceInfo, GpuBackend, GpuDevice
 from energy_ledger.recorder import payloads
 from energy_ledger.recorder.guard import LossGuard, is_write_failure
-from energy_ledger.recorder.launch import LaunchInfo, check_peers, launch_from_env
+from energy_ledger.recorder.launch import (
+    LaunchInfo,
+    check_peers,
+    check_segmented_peers,
+    launch_from_env,
+    layout_from_env,
+)
 from energy_ledger.recorder.payloads import config_hash  # re-exported: it was defined here
 from energy_ledger.recorder.sampler import DEFAULT_SAMPLE_HZ, DeviceReader, baseline_fields
 from energy_ledger.recorder.snapshot import build_snapshot
 from energy_ledger.recorder.window import MeasuredWindow
 from energy_ledger.store.clock import EventClock, event_clock
 from energy_ledger.store.layout import ResultsLayout
-from energy_ledger.store.writer import EventLogWriter
+from energy_ledger.store.logwriter import Layout, LogWriter, check_layout, open_log_writer
+from energy_ledger.store.objects import ObjectStore, is_url, open_objects
+from energy_ledger.store.segments import segments_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +78,8 @@ class ProcessRecorder:
     Prefer :meth:`from_env`, which reads rank, world size, run id and device from the launcher.
 
     Args:
-        root: the results root.
+        root: the results root: a folder, or a bucket URL (``s3://bucket/prefix``, ``gs://``,
+            ``az://``; needs the ``s3`` extra), which is written in the segmented layout.
         experiment_id: the experiment (folder name under ``raw``).
         launch: who this process is (rank, world size, run id, device).
         config: the experiment's effective config (written, and hashed for grouping).
@@ -77,17 +91,28 @@ class ProcessRecorder:
         backend: the inference backend name written to ``process_started``.
         backend_version: its version.
         snapshot_packages: list installed packages in the snapshot.
-        writer_options: passed to ``EventLogWriter.open`` (flush and fsync policy).
+        writer_options: passed to the writer: ``EventLogWriter`` (flush and fsync policy) or
+            ``SegmentedLogWriter`` (when to cut a segment; ``background``, default True here,
+            and ``max_pending`` for its uploader).
         tensor_parallel_size: ranks per tensor-parallel group (consecutive ranks), default
             ``launch.tensor_parallel_size``; only the first rank of each group counts its
             requests (``payloads.request_ownership``).
         counts_requests: whether this process's requests count, overriding the above.
         clock_interval_sec: time between ``clock`` events in the window (they ride on
             samples, so the interval is rounded up to the sampling interval).
+        layout: ``"appended"`` (one log file, the default for a folder) or ``"segmented"``
+            (docs/format.md §7; the only layout of a bucket). ``None``: for a folder
+            ``$ENERGY_LEDGER_LAYOUT``, else appended; for a bucket segmented.
+
+    Attributes:
+        root: the root as given (a URL), or made absolute (a folder).
+        layout: the folder root's paths; ``None`` for a bucket.
+        log_layout: ``"appended"`` or ``"segmented"``.
 
     Raises:
-        LedgerError: a rate or interval is not positive, or the tensor-parallel size is below 1
-            or does not divide the world size.
+        LedgerError: a rate or interval is not positive, the tensor-parallel size is below 1
+            or does not divide the world size, or the layout is unknown (or ``"appended"``
+            for a bucket).
     """
 
     def __init__(
@@ -107,6 +132,7 @@ class ProcessRecorder:
         tensor_parallel_size: int | None = None,
         counts_requests: bool | None = None,
         clock_interval_sec: float = 5.0,
+        layout: Layout | None = None,
     ) -> None:
         if not sample_hz > 0:
             raise LedgerError(f"sample_hz must be > 0, got {sample_hz}")
@@ -117,7 +143,11 @@ class ProcessRecorder:
         self._counts_requests = payloads.request_ownership(
             launch.process_index, launch.world_size, tensor_parallel_size, counts_requests
         )
-        self.layout = ResultsLayout.at(root)
+        url = is_url(root)
+        asked: str | None = layout if layout is not None or url else layout_from_env()
+        self.log_layout: Layout = check_layout(root, asked)
+        self.root = str(root) if url else os.path.abspath(root)
+        self.layout: ResultsLayout | None = None if url else ResultsLayout.at(root)
         self.experiment_id = experiment_id
         self.launch = launch
         self.config = payloads.normalise_config(config)
@@ -132,7 +162,7 @@ class ProcessRecorder:
         self._snapshot_packages = snapshot_packages
         self._writer_options = dict(writer_options or {})
         self._lock = threading.Lock()
-        self._writer: EventLogWriter | None = None
+        self._writer: LogWriter | None = None
         self._guard: LossGuard | None = None
         self._gpu: GpuBackend | None = None
         self._device: GpuDevice | None = None
@@ -140,7 +170,7 @@ class ProcessRecorder:
         self._window: MeasuredWindow | None = None  # set once window() has begun
         self._in_window = False
         self.device_info: DeviceInfo | None = None
-        self.marker: Marker | None = None
+        self.marker: Marker | SegmentedMarker | None = None
         self.sampler_cpu_sec = 0.0
         self.samples = 0
 
@@ -165,21 +195,30 @@ class ProcessRecorder:
             device: the CUDA ordinal this process uses, or an NVML spec (UUID, MIG id);
                 default: the ``LOCAL_RANK``-th visible device.
             **options: the keyword arguments of the constructor (a ``tensor_parallel_size``
-                given here wins over ``$ENERGY_LEDGER_TP_SIZE``).
+                given here wins over ``$ENERGY_LEDGER_TP_SIZE``, a ``layout`` over
+                ``$ENERGY_LEDGER_LAYOUT``).
 
         Raises:
             LedgerError: rank, world size, run id, device or tensor-parallel size cannot be
                 determined, or disagree.
         """
         launch = launch_from_env(environ, device=device)
+        if options.get("layout") is None and not is_url(root):
+            options["layout"] = layout_from_env(environ)
         return cls(root, experiment_id, launch=launch, config=config, **options)
 
     # Lifecycle -------------------------------------------------------------------------------
 
     @property
     def log_path(self) -> str:
-        """The event log this recorder writes."""
-        return str(self.layout.log_path(self.experiment_id, self.launch.process_index))
+        """The event log this recorder writes: a file, or where its segments go (a folder's
+        path or a bucket's prefix, ending with ``/``)."""
+        if self._writer is not None:
+            return os.fspath(self._writer.path)
+        index = self.launch.process_index
+        if self.layout is not None and self.log_layout == "appended":
+            return str(self.layout.log_path(self.experiment_id, index))
+        return f"{self.root.rstrip('/')}/{segments_prefix(self.experiment_id, index)}"
 
     def start(self) -> ProcessRecorder:
         """Open NVML and the device, write ``process_started``; done by ``with`` on entry.
@@ -187,14 +226,21 @@ class ProcessRecorder:
         Raises:
             NvmlUnavailableError: NVML cannot be used here (say ``ENERGY_LEDGER_NVML=fake``).
             NvmlError: the device named by the launcher does not exist.
-            LedgerError: the log exists already, or other ranks disagree on run id/world size.
+            LedgerError: the log exists already, other ranks disagree on run id/world size, or
+                a bucket cannot be used (no obstore, a bad URL, a listing refused).
         """
         if self._writer is not None:
             raise LedgerError("recorder already started")
         launch = self.launch
         self._event_clock = event_clock(self._clock_choice)  # anchored now, at the start
         self._clock = self._event_clock.now
-        check_peers(self.layout.experiment_dir(self.experiment_id), launch)
+        objects: ObjectStore | None = None
+        if self.log_layout == "segmented":
+            objects = open_objects(self.root)
+        if self.layout is not None:
+            check_peers(self.layout.experiment_dir(self.experiment_id), launch)
+        if objects is not None:
+            check_segmented_peers(objects, self.experiment_id, launch)
         choice = self._nvml_choice
         gpu = choice if choice is not None and not isinstance(choice, str) else open_backend(choice)
         self._gpu = gpu
@@ -212,12 +258,17 @@ class ProcessRecorder:
             reader = DeviceReader(device)
             if probe_warning := reader.probe_counter(info.parent_uuid):
                 warnings.append(probe_warning)
-            self._writer = EventLogWriter.open(
-                self.layout.root,
+            options = dict(self._writer_options)
+            if objects is not None:  # puts off the lock's hot path (store.uploader)
+                options.setdefault("background", True)
+            self._writer = open_log_writer(
+                self.root,
                 self.experiment_id,
                 launch.process_index,
+                layout=self.log_layout,
+                objects=objects,
                 clock=self._clock,
-                **self._writer_options,
+                **options,
             )
         except BaseException:
             gpu.shutdown()
@@ -261,11 +312,13 @@ class ProcessRecorder:
         else:
             self.fail(f"{type(exc).__name__}: {exc}")
 
-    def finish(self) -> Marker | None:
+    def finish(self) -> Marker | SegmentedMarker | None:
         """Write ``process_finished`` and the completion marker; release NVML.
 
         Returns:
-            The marker; ``None``, without raising, when a write failed (see ``write_error``).
+            The marker (a ``SegmentedMarker`` in the segmented layout); ``None``, without
+            raising, when a write failed (see ``write_error``). In the segmented layout this
+            waits for the uploader to put every segment, then puts the marker.
 
         Raises:
             LedgerError: the recorder was not started, or is inside ``window()``.

@@ -1,8 +1,9 @@
 """Where things live under a results root, and the checks that keep every path inside it.
 
-Layout (format version 1)::
+Layout (format version 1; the segmented layout of docs/format.md §7 instead of the log)::
 
     <root>/raw/<experiment_id>/process_<i>.events.jsonl
+    <root>/raw/<experiment_id>/process_<i>.segments/<n, 8 digits>.jsonl
     <root>/raw/<experiment_id>/process_<i>.done
     <root>/aggregated/<experiment_id>.json
     <root>/aggregated/<experiment_id>.partial.json
@@ -31,6 +32,8 @@ from energy_ledger.exceptions import LedgerError, UnsafePathError
 EXPERIMENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LOG_RE = re.compile(r"^process_(0|[1-9][0-9]{0,5})\.events\.jsonl\Z")
 MARKER_RE = re.compile(r"^process_(0|[1-9][0-9]{0,5})\.done\Z")
+SEGMENTS_RE = re.compile(r"^process_(0|[1-9][0-9]{0,5})\.segments\Z")
+SEGMENT_RE = re.compile(r"^([0-9]{8})\.jsonl\Z")
 LEGACY_RESULT_RE = re.compile(r"^process_(0|[1-9][0-9]{0,5})\.json\Z")
 LEGACY_MARKER_RE = re.compile(r"^\.completed_(0|[1-9][0-9]{0,5})\Z")
 
@@ -194,6 +197,21 @@ def log_name(process_index: int) -> str:
 def marker_name(process_index: int) -> str:
     """File name of process ``process_index``'s completion marker."""
     return f"process_{process_index}.done"
+
+
+def segments_name(process_index: int) -> str:
+    """Folder name of process ``process_index``'s segments (the segmented layout)."""
+    return f"process_{process_index}.segments"
+
+
+def segment_name(number: int) -> str:
+    """File name of segment ``number``: eight digits, zero-padded, so names sort as numbers."""
+    return f"{number:08d}.jsonl"
+
+
+def experiment_key(experiment_id: str) -> str:
+    """``raw/<experiment_id>/``: the key prefix of an experiment in an object store."""
+    return f"{RAW_DIR}/{check_experiment_id(experiment_id)}/"
 
 
 def _example_child(folder: Path) -> str:

@@ -7,6 +7,11 @@ that leads out of it is reported and not followed. Unreadable files become reaso
 never tracebacks; only regular files are opened, never blocking (``store.files``), and every size
 read from a file is bounded (lines by the replay, markers and older results here, the world size
 by the completeness check). ``LogTail`` lives in ``store.tail``.
+
+A process may instead have written the segmented layout (``process_<i>.segments/`` and a
+version-2 marker, docs/format.md §7): the folder is then also listed as objects
+(``store.objects.LocalObjects``, one walk for all its processes) and each such process is read
+by a ``store.segments.SegmentTail``. A process with both a log and segments is invalid.
 """
 
 from __future__ import annotations
@@ -15,72 +20,70 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from energy_ledger.core.completeness import CompletenessReport, ProcessEvidence, check_completeness
 from energy_ledger.core.legacy import summary_from_raw
-from energy_ledger.core.marker import Marker, parse_marker
-from energy_ledger.core.process import ProcessSummary, facts_of, summarize_process
+from energy_ledger.core.marker import MAX_MARKER_BYTES, Marker, SegmentedMarker
+from energy_ledger.core.process import ProcessSummary, facts_of
 from energy_ledger.core.replay import Observer, ReplayCursor
 from energy_ledger.core.state import ProcessState
-from energy_ledger.exceptions import FormatError, LedgerError, UnsafePathError
+from energy_ledger.exceptions import LedgerError, UnsafePathError
 from energy_ledger.models import RawProcessResult
 from energy_ledger.store.files import read_regular
 from energy_ledger.store.layout import (
-    LEGACY_MARKER_RE,
-    LEGACY_RESULT_RE,
-    LOG_RE,
-    MARKER_RE,
     ResultsLayout,
     inside,
     is_valid_experiment_id,
     layout_of_experiment_dir,
     marker_name,
+    segments_name,
 )
+from energy_ledger.store.objects import LocalObjects
+from energy_ledger.store.scan import (
+    RootListing,
+    Scan,
+    both_layouts_reason,
+    marker_from_bytes,
+    sort_names,
+)
+from energy_ledger.store.segments import SegmentTail, fold_segments
 from energy_ledger.store.tail import LogTail as LogTail  # re-exported: it was defined here
 
 logger = logging.getLogger(__name__)
 
-MAX_MARKER_BYTES = 64 << 10
-"""A marker is one short JSON object (about 200 bytes); a bigger file is not read as one."""
+__all__ = [
+    "MAX_LEGACY_BYTES",
+    "MAX_MARKER_BYTES",
+    "ExperimentScan",
+    "LogTail",
+    "RootListing",
+    "folder_fingerprint",
+    "list_experiments",
+    "newest_mtime",
+    "scan_experiment",
+    "validate_process_completeness",
+]
 MAX_LEGACY_BYTES = 1 << 30
 """LLenergyMeasure's ``process_<i>.json`` holds every latency; 1 GiB is far beyond any real one."""
 
 
-@dataclass(slots=True)
-class ExperimentScan:
-    """Everything read from one experiment folder, with its completeness report.
+@dataclass(slots=True, kw_only=True)
+class ExperimentScan(Scan):
+    """Everything read from one experiment folder, with its completeness report (``Scan``),
+    and where the folder is.
 
-    The completeness check needs only cheap facts; the full per-process summaries (every
-    latency, the schema-2.0 models) are built on first use of ``summaries``, so that a daemon
-    rescanning an active experiment pays for the bytes appended, not for the log's size.
+    Attributes:
+        directory: ``<root>/raw/<experiment_id>``.
+        layout: its results root.
     """
 
-    experiment_id: str
     directory: Path
     layout: ResultsLayout
-    evidence: list[ProcessEvidence]
-    report: CompletenessReport
-    legacy: bool = False
-    problems: list[str] = field(default_factory=list)
-    states: dict[int, ProcessState] = field(default_factory=dict)
-    _summaries: list[ProcessSummary] | None = None
-
-    @property
-    def summaries(self) -> list[ProcessSummary]:
-        """The replayed processes, in index order (built once, on first use)."""
-        if self._summaries is None:
-            found: list[ProcessSummary] = []
-            for ev in self.evidence:
-                if isinstance(ev.summary, ProcessSummary):
-                    found.append(ev.summary)
-                elif ev.summary is not None:
-                    found.append(summarize_process(self.states[ev.index], ev.index))
-            self._summaries = sorted(found, key=lambda s: s.process_index)
-        return self._summaries
 
 
 def newest_mtime(directory: Path) -> float | None:
@@ -149,18 +152,18 @@ def _entries(directory: Path, layout: ResultsLayout) -> Iterator[tuple[str, _Ent
             yield entry.name, _Entry(path, link)
 
 
-def _read_marker(entry: _Entry) -> tuple[Marker | None, str | None]:
+def _read_marker(
+    entry: _Entry, limit: int = MAX_MARKER_BYTES
+) -> tuple[Marker | SegmentedMarker | None, str | None]:
+    """A marker of either version (the completeness check says when it does not fit)."""
     path = entry.path
     try:
-        data = read_regular(path, MAX_MARKER_BYTES, follow_links=entry.link)
+        data = read_regular(path, limit, follow_links=entry.link)
     except FileNotFoundError:
         return None, None
     except OSError as exc:
         return None, f"cannot read {path.name}: {exc.strerror or exc}"
-    try:
-        return parse_marker(data, path=str(path)), None
-    except FormatError as exc:
-        return None, exc.reason
+    return marker_from_bytes(data, path=str(path))
 
 
 def _legacy_evidence(index: int, entry: _Entry, marker_exists: bool) -> ProcessEvidence:
@@ -192,6 +195,7 @@ def scan_experiment(
     expected_processes: int | None = None,
     observe: Callable[[int], Observer] | None = None,
     light: bool = False,
+    segment_tails: dict[int, SegmentTail] | None = None,
 ) -> ExperimentScan:
     """Read one experiment folder and check its completeness.
 
@@ -208,6 +212,7 @@ def scan_experiment(
         light: fold new tails into ``ProcessState.light`` states (counts and checks, no
             latencies): for a scan that only feeds ``observe``; its ``summaries`` are empty of
             samples.
+        segment_tails: like ``tails``, for processes in the segmented layout.
 
     Raises:
         UnsafePathError: the folder name is not a valid experiment id, or it leads outside the
@@ -234,8 +239,12 @@ def scan_experiment(
         raise LedgerError(f"{directory}: cannot list: {exc.strerror or exc}") from exc
     evidence: list[ProcessEvidence] = []
     problems: list[str] = []
-    log_indices = sorted(int(m.group(1)) for n in entries if (m := LOG_RE.fullmatch(n)))
+    names = sort_names(entries, entries)
+    log_indices, segmented = names.logs, names.segmented
     for index in log_indices:
+        if index in segmented:
+            evidence.append(ProcessEvidence(index=index, log_error=both_layouts_reason(index)))
+            continue
         tail = tails.get(index)
         log = entries[f"process_{index}.events.jsonl"]
         if tail is None or tail.path != log.path:
@@ -249,7 +258,7 @@ def scan_experiment(
         marker, marker_error = (None, None)
         if tail.error is None and marker_name(index) in entries:
             marker, marker_error = _read_marker(entries[marker_name(index)])
-            if marker is not None:
+            if isinstance(marker, Marker):
                 tail.confirm(marker.log_bytes)
         if tail.error is not None or (tail.unread is not None and not tail.hole):
             # A bad line without NULs is reported at once, though it is read again next time.
@@ -269,18 +278,22 @@ def scan_experiment(
                 read_error=tail.unread,
             )
         )
-    orphan_markers = sorted(
-        int(m.group(1))
-        for n in entries
-        if (m := MARKER_RE.fullmatch(n)) and int(m.group(1)) not in log_indices
-    )
-    for index in orphan_markers:
+    if segment_tails is None:
+        segment_tails = {}
+    only_segmented = names.only_segmented
+    if only_segmented:
+        evidence.extend(
+            _segmented_evidence(
+                directory, entries, only_segmented, segment_tails, strict, observe, light
+            )
+        )
+        for index in only_segmented:
+            if index in segment_tails:
+                problems.extend(segment_tails[index].cursor.problems)
+    for index in names.orphan_markers:
         problems.append(f"process_{index}.done has no log beside it")
-    legacy_indices = sorted(
-        int(m.group(1)) for n in entries if (m := LEGACY_RESULT_RE.fullmatch(n))
-    )
-    legacy_markers = {int(m.group(1)) for n in entries if (m := LEGACY_MARKER_RE.fullmatch(n))}
-    legacy = bool(legacy_indices or legacy_markers) and not log_indices
+    legacy_indices, legacy_markers = names.legacy_results, names.legacy_markers
+    legacy = names.legacy
     for index in legacy_indices:
         entry = entries[f"process_{index}.json"]
         evidence.append(_legacy_evidence(index, entry, index in legacy_markers))
@@ -295,16 +308,52 @@ def scan_experiment(
         report=report,
         legacy=legacy,
         problems=problems,
-        states={i: t.cursor.state for i, t in tails.items() if i in log_indices},
+        states={
+            **{i: t.cursor.state for i, t in tails.items() if i in log_indices},
+            **{i: t.cursor.state for i, t in segment_tails.items() if i in only_segmented},
+        },
     )
 
 
-@dataclass(frozen=True, slots=True)
-class RootListing:
-    """The experiment folders under a root, and the names that were refused."""
-
-    experiment_ids: tuple[str, ...]
-    rejected: tuple[tuple[str, str], ...]
+def _segmented_evidence(
+    directory: Path,
+    entries: dict[str, _Entry],
+    indices: list[int],
+    tails: dict[int, SegmentTail],
+    strict: bool,
+    observe: Callable[[int], Observer] | None,
+    light: bool,
+) -> list[ProcessEvidence]:
+    """The evidence of the processes written in the segmented layout (one listing for all)."""
+    objects = LocalObjects(directory)
+    try:
+        listing = objects.list()
+    except (OSError, LedgerError) as exc:
+        reason = f"cannot list {directory.name}: {getattr(exc, 'strerror', None) or exc}"
+        return [ProcessEvidence(index=i, log_error=reason) for i in indices]
+    found: list[ProcessEvidence] = []
+    for index in indices:
+        folder = entries[segments_name(index)]
+        if folder.link or not folder.path.is_dir():
+            what = "a symbolic link" if folder.link else "not a folder"
+            reason = f"{segments_name(index)} is {what}; segments are read from a real folder only"
+            found.append(ProcessEvidence(index=index, log_error=reason))
+            continue
+        marker = entries.get(marker_name(index))
+        found.append(
+            fold_segments(
+                objects,
+                listing,
+                index,
+                f"{segments_name(index)}/",
+                tails,
+                read_marker=None if marker is None else partial(_read_marker, marker),
+                strict=strict,
+                observe=observe,
+                light=light,
+            )
+        )
+    return found
 
 
 def list_experiments(layout: ResultsLayout) -> RootListing:

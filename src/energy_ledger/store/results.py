@@ -143,18 +143,26 @@ def load_result(path: Path, *, follow_links: bool = False) -> ExperimentResult:
         LedgerError: it cannot be read, or is not an ``ExperimentResult`` (the message names
             the file and the first problem).
     """
-    data = read_regular_file(path, follow_links=follow_links)
+    return parse_result(read_regular_file(path, follow_links=follow_links), str(path))
+
+
+def parse_result(data: bytes, name: str) -> ExperimentResult:
+    """A result file's bytes as an ``ExperimentResult`` (``name`` says where, in messages).
+
+    Raises:
+        LedgerError: they are not one (the message names ``name`` and the first problem).
+    """
     try:
         return ExperimentResult.model_validate_json(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the file"
         raise LedgerError(
-            f"{path}: not an ExperimentResult ({exc.error_count()} problems; first: "
+            f"{name}: not an ExperimentResult ({exc.error_count()} problems; first: "
             f"{where}: {first['msg']})"
         ) from None
     except (ValueError, RecursionError) as exc:
-        raise LedgerError(f"{path}: not an ExperimentResult ({exc})") from None
+        raise LedgerError(f"{name}: not an ExperimentResult ({exc})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +233,7 @@ __all__ = [
     "key_figures",
     "list_results",
     "load_result",
+    "parse_result",
     "parse_result_name",
     "preferred",
     "read_regular_file",

@@ -1,0 +1,1 @@
+"""Tests against a real S3 server (SeaweedFS ``weed mini``); they skip where it cannot start."""
