@@ -64,15 +64,58 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
+BUCKET_COMMANDS = "replay, status, validate and recover"
+"""The commands that take a bucket URL as their root (docs/object-storage.md)."""
+
+
+def local_only(value: Path | None) -> Path | None:
+    """Refuse a bucket URL where a command reads folders only (a ``Path`` has eaten one '/')."""
+    if value is not None and str(value).startswith(("s3:/", "gs:/", "az:/")):
+        raise typer.BadParameter(
+            f"{value}: a bucket root works with {BUCKET_COMMANDS}; this command needs a local "
+            "folder (copy the experiment to one)"
+        )
+    return value
+
+
 RootArg = Annotated[
-    Path, typer.Argument(help="The results root (the folder holding raw/).", metavar="ROOT")
+    Path,
+    typer.Argument(
+        help="The results root (the folder holding raw/).", metavar="ROOT", callback=local_only
+    ),
 ]
 ExperimentArg = Annotated[
     Path,
     typer.Argument(
-        help="An experiment folder, ROOT/raw/<experiment_id>.", metavar="EXPERIMENT_DIR"
+        help="An experiment folder, ROOT/raw/<experiment_id>.",
+        metavar="EXPERIMENT_DIR",
+        callback=local_only,
     ),
 ]
+RootOrUrlArg = Annotated[
+    str,
+    typer.Argument(
+        help="The results root: a folder holding raw/, or a bucket URL (s3://bucket/prefix, "
+        "gs://, az://).",
+        metavar="ROOT",
+    ),
+]
+ExperimentOrUrlArg = Annotated[
+    str,
+    typer.Argument(
+        help="An experiment: ROOT/raw/<experiment_id>, a folder or a bucket URL.",
+        metavar="EXPERIMENT_DIR",
+    ),
+]
+
+
+def root_of(value: str) -> str | Path:
+    """A root argument as the library takes it: the URL as given, or a local path."""
+    from energy_ledger.store.objectstore import is_url
+
+    return value if is_url(value) else Path(value)
+
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")]
 
 

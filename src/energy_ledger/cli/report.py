@@ -19,6 +19,7 @@ from energy_ledger.cli.app import (
     JsonFlag,
     app,
     err,
+    local_only,
     out,
     print_json,
 )
@@ -73,7 +74,9 @@ def report(
     path: Annotated[
         Path,
         typer.Argument(
-            help="An experiment folder (ROOT/raw/<id>), or a results root.", metavar="PATH"
+            help="An experiment folder (ROOT/raw/<id>), or a results root.",
+            metavar="PATH",
+            callback=local_only,
         ),
     ],
     experiments: Annotated[

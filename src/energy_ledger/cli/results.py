@@ -18,16 +18,18 @@ from energy_ledger.cli.app import (
     EXIT_OK,
     PROGRESS_THRESHOLD,
     Command,
-    ExperimentArg,
+    ExperimentOrUrlArg,
     JsonFlag,
-    RootArg,
+    RootOrUrlArg,
     app,
     err,
     fmt,
+    local_only,
     number_option,
     out,
     print_json,
     print_table,
+    root_of,
     seconds_option,
 )
 from energy_ledger.exceptions import LedgerError
@@ -36,7 +38,7 @@ from energy_ledger.models import ExperimentResult
 
 @app.command(cls=Command)
 def replay(
-    root: RootArg,
+    root_arg: RootOrUrlArg,
     force: Annotated[
         bool, typer.Option("--force", help="Replay even results that look up to date.")
     ] = False,
@@ -63,7 +65,12 @@ def replay(
     from energy_ledger.pipeline import count_experiments, replay_root, tally
     from energy_ledger.store.parallel import available_cores
 
+    root = root_of(root_arg)
     if report:
+        if not isinstance(root, Path):
+            raise LedgerError(
+                f"{root}: --report needs a local root (pages are not written to a bucket yet)"
+            )
         from energy_ledger.report.extra import require_report_libraries
 
         require_report_libraries()
@@ -83,7 +90,7 @@ def replay(
     counts = tally(outcomes)
     code = EXIT_ERROR if counts["errors"] else EXIT_NOT_COMPLETE if counts["not_complete"] else 0
     reports: dict[str, Any] = {}
-    if report:
+    if report and isinstance(root, Path):
         done = _reports_after_replay(root, outcomes, quiet=quiet or as_json)
         if done.problems:
             code = EXIT_ERROR
@@ -98,7 +105,7 @@ def replay(
         experiments = [dataclasses.asdict(o) for o in outcomes]
         print_json(
             {
-                "root": root.absolute(),
+                "root": root.absolute() if isinstance(root, Path) else root,
                 "experiments": experiments,
                 **counts,
                 **reports,
@@ -108,7 +115,7 @@ def replay(
         raise typer.Exit(code)
     shown = [o for o in outcomes if not quiet or o.state != "complete" or o.action == "error"]
     if shown:
-        rows = [(o.experiment_id, o.state, o.action, o.detail or str(o.path or "")) for o in shown]
+        rows = [(o.experiment_id, o.state, o.action, o.detail or o.where) for o in shown]
         print_table(f"replay {root}", ("experiment", "state", "action", "why / where"), rows)
     summary = (
         f"{counts['written']} written, {counts['up_to_date']} up to date, "
@@ -140,7 +147,7 @@ def _reports_after_replay(root: Path, outcomes: list[Any], *, quiet: bool) -> An
 
 
 @app.command(cls=Command)
-def recover(experiment_dir: ExperimentArg, as_json: JsonFlag = False) -> None:
+def recover(experiment_dir: ExperimentOrUrlArg, as_json: JsonFlag = False) -> None:
     """Aggregate what a crashed or partial run left into <id>.partial.json.
 
     A complete experiment gets its full result instead. Exit 0 for a full result, 1 for a
@@ -148,7 +155,7 @@ def recover(experiment_dir: ExperimentArg, as_json: JsonFlag = False) -> None:
     """
     from energy_ledger.pipeline import recover_experiment
 
-    r = recover_experiment(experiment_dir)
+    r = recover_experiment(root_of(experiment_dir))
     cov = r.coverage
     code = EXIT_NOT_COMPLETE if r.partial else EXIT_OK
     if as_json:
@@ -175,7 +182,7 @@ def recover(experiment_dir: ExperimentArg, as_json: JsonFlag = False) -> None:
 
 @app.command(cls=Command)
 def validate(
-    experiment_dir: ExperimentArg,
+    experiment_dir: ExperimentOrUrlArg,
     expected: Annotated[
         int | None,
         typer.Option("--expected", min=1, metavar="N", help="Expected number of processes."),
@@ -185,7 +192,7 @@ def validate(
     """Print the completeness report; exit 0 when complete, 1 when not."""
     from energy_ledger.pipeline import validate_experiment, validity_of
 
-    scan = validate_experiment(experiment_dir, expected)
+    scan = validate_experiment(root_of(experiment_dir), expected)
     report = scan.report
     weak = validity_of(scan) if report.is_complete else []
     if as_json:
@@ -213,7 +220,7 @@ def validate(
 
 @app.command(cls=Command)
 def status(
-    root: RootArg,
+    root_arg: RootOrUrlArg,
     as_json: JsonFlag = False,
     watch: Annotated[
         bool,
@@ -232,11 +239,16 @@ def status(
     Exit 0 when every experiment is complete and emitted, 1 otherwise; with --watch, 0 when
     stopped with Ctrl-C.
     """
+    root = root_of(root_arg)
     if interval is not None and not watch:
         raise LedgerError("--interval is the refresh period of --watch; add --watch")
     if watch:
         if interval is not None and not (0 < interval < float("inf")):
             raise LedgerError(f"--interval must be a number of seconds > 0, got {interval:g}")
+        if not isinstance(root, Path):
+            raise LedgerError(
+                f"{root}: --watch needs a local root (the daemon on buckets comes later)"
+            )
         from energy_ledger.cli.live import watch_status
 
         watch_status(root, interval if interval is not None else 2.0, as_json=as_json)
@@ -245,10 +257,12 @@ def status(
     from energy_ledger.pipeline import root_status
 
     rows = root_status(root)
-    try:
-        daemon = daemon_status(root) or None
-    except (LedgerError, OSError):
-        daemon = None
+    daemon = None
+    if isinstance(root, Path):
+        try:
+            daemon = daemon_status(root) or None
+        except (LedgerError, OSError):
+            daemon = None
     done = all(r.state == "complete" and r.action == "emitted" for r in rows)
     code = EXIT_OK if done else EXIT_NOT_COMPLETE
     if as_json:
@@ -276,7 +290,12 @@ def schema() -> None:
 
 @app.command(cls=Command)
 def show(
-    path: Annotated[Path, typer.Argument(help="A result file, or a results root.", metavar="PATH")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A result file, or a results root.", metavar="PATH", callback=local_only
+        ),
+    ],
     as_json: JsonFlag = False,
 ) -> None:
     """Print the key figures of aggregated results, once per experiment.

@@ -13,6 +13,7 @@ from energy_ledger.cli.app import (
     Command,
     app,
     err,
+    local_only,
     number_option,
     out,
     seconds_option,
@@ -24,7 +25,10 @@ from energy_ledger.exceptions import LedgerError
 @app.command(cls=Command)
 def watch(
     ctx: typer.Context,
-    root: Annotated[Path, typer.Argument(help="The results root to watch.", metavar="ROOT")],
+    root: Annotated[
+        Path,
+        typer.Argument(help="The results root to watch.", metavar="ROOT", callback=local_only),
+    ],
     config: Annotated[
         Path | None,
         typer.Option("--config", metavar="FILE", help="TOML file (see config/energy-ledger.toml)."),

@@ -1,0 +1,91 @@
+"""The command line on a bucket root (SeaweedFS): ``replay``, ``status``, ``validate`` and
+``recover`` take an ``s3://`` URL; the commands that read folders only refuse one clearly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import orjson
+import pytest
+
+from energy_ledger.store.objects import open_objects
+from energy_ledger.store.segments import marker_key
+from tests.helpers import write_segmented_experiment
+
+PROCESSES = 2
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m energy_ledger ARGS`` in a fresh process with the server's environment."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "energy_ledger", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **env},
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    return proc
+
+
+def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
+    return orjson.loads(proc.stdout)
+
+
+def test_replay_status_validate_recover_on_a_bucket(s3_url: str, s3_env: dict[str, str]) -> None:
+    bucket = open_objects(s3_url)
+    write_segmented_experiment(bucket, "done", processes=PROCESSES)
+    write_segmented_experiment(bucket, "crashed", processes=PROCESSES)
+    bucket.delete(marker_key("crashed", 1))  # its second process never finished
+
+    replayed = cli(s3_env, "replay", s3_url, "--json")
+    assert replayed.returncode == 1, replayed.stderr  # one experiment is not complete
+    outcome = as_json(replayed)
+    assert outcome["root"] == s3_url
+    by_id = {e["experiment_id"]: e for e in outcome["experiments"]}
+    assert by_id["done"]["action"] == "written"
+    assert by_id["crashed"]["state"] != "complete"
+    assert bucket.head("aggregated/done.json") is not None
+    assert bucket.head("aggregated/crashed.json") is None
+
+    again = as_json(cli(s3_env, "replay", s3_url, "--json"))
+    assert {e["experiment_id"]: e["action"] for e in again["experiments"]}["done"] == "up-to-date"
+
+    status = as_json(cli(s3_env, "status", s3_url, "--json"))
+    states = {e["experiment_id"]: (e["state"], e["result"]) for e in status["experiments"]}
+    assert states["done"][0] == "complete"
+    assert states["crashed"][0] != "complete"
+    assert status["daemon"] is None
+
+    ok = cli(s3_env, "validate", f"{s3_url}/raw/done")
+    assert ok.returncode == 0 and "done: COMPLETE" in ok.stdout
+    not_ok = cli(s3_env, "validate", f"{s3_url}/raw/crashed", "--json")
+    assert not_ok.returncode == 1
+    assert as_json(not_ok)["is_complete"] is False
+
+    recovered = cli(s3_env, "recover", f"{s3_url}/raw/crashed", "--json")
+    assert recovered.returncode == 1, recovered.stderr  # a partial result
+    assert as_json(recovered)["partial"] is True
+    assert bucket.head("aggregated/crashed.partial.json") is not None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("report", "{url}"),
+        ("show", "{url}"),
+        ("export", "{url}", "--format", "parquet"),
+        ("replay", "{url}", "--report"),
+        ("status", "{url}", "--watch"),
+    ],
+)
+def test_folder_only_commands_refuse_a_bucket(
+    s3_prefix_url: str, s3_env: dict[str, str], args: tuple[str, ...]
+) -> None:
+    proc = cli(s3_env, *(a.format(url=s3_prefix_url) for a in args))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "bucket" in proc.stderr or "local" in proc.stderr, proc.stderr
