@@ -38,8 +38,7 @@ from typing import Any, cast
 import orjson
 
 from energy_ledger.core.completeness import ProcessEvidence, SegmentsSeen
-from energy_ledger.core.decode import make_event
-from energy_ledger.core.events import FORMAT_VERSION, Event, event_to_dict
+from energy_ledger.core.events import FORMAT_VERSION
 from energy_ledger.core.marker import (
     MAX_SEGMENTS,
     Marker,
@@ -67,6 +66,7 @@ from energy_ledger.store.objects import (
     open_objects,
 )
 from energy_ledger.store.uploader import DEFAULT_MAX_PENDING, SegmentUploader
+from energy_ledger.store.writer import EventAppender
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
@@ -113,7 +113,7 @@ def marker_key(experiment_id: str, process_index: int) -> str:
     return experiment_key(experiment_id) + marker_name(process_index)
 
 
-class SegmentedLogWriter:
+class SegmentedLogWriter(EventAppender):
     """Write one process's log as segments, then its version-2 marker, into an object store.
 
     The API is ``EventLogWriter``'s: ``append``, ``append_raw``, ``append_clock``, ``flush``,
@@ -247,26 +247,6 @@ class SegmentedLogWriter:
         """``monotonic_sec`` of the last ``clock`` event appended (``None`` before the first)."""
         return self._last_clock_monotonic_sec
 
-    def append(self, type_name: str, *, t: float | None = None, **fields: Any) -> Event:
-        """Validate and append an event of ``type_name``; returns it (with its ``seq``).
-
-        Raises:
-            FormatError: a field is missing or of the wrong type (nothing is written).
-            LedgerError: the writer is closed, the first event is not ``process_started``, or
-                the segment this append cut could not be put.
-        """
-        if self._closed:
-            raise LedgerError(f"{self.path}: writer is closed")
-        if self._seq == 0 and type_name != "process_started":
-            raise LedgerError("the first event must be process_started")
-        if self._seq > 0 and type_name == "process_started":
-            raise LedgerError("process_started may only be the first event")
-        event = make_event(type_name, seq=self._seq, t=self._clock() if t is None else t, **fields)
-        if type_name == "process_started":
-            self._run_id = fields["run_id"]
-        self.append_raw(event_to_dict(event))
-        return event
-
     def append_raw(self, obj: dict[str, Any]) -> None:
         """Append an already-valid wire-form event (the hot path; ``seq`` is set here)."""
         if self._closed:
@@ -291,20 +271,7 @@ class SegmentedLogWriter:
         Raises:
             LedgerError: the writer is closed, nothing was written yet, or a put failed.
         """
-        if self._closed:
-            raise LedgerError(f"{self.path}: writer is closed")
-        if self._seq == 0:
-            raise LedgerError("the first event must be process_started")
-        obj: dict[str, Any] = {
-            "v": FORMAT_VERSION,
-            "seq": 0,
-            "t": t,
-            "type": "clock",
-            "monotonic_sec": monotonic_sec,
-        }
-        if wall_t is not None:
-            obj["wall_t"] = wall_t
-        self.append_raw(obj)
+        self.append_raw(self._clock_body(t, monotonic_sec, wall_t))
         self._last_clock_monotonic_sec = monotonic_sec
 
     def flush(self, *, measure_fs_offset: bool = False) -> None:

@@ -40,7 +40,61 @@ logger = logging.getLogger(__name__)
 FsyncPolicy = Literal["close", "flush"]
 
 
-class EventLogWriter:
+class EventAppender:
+    """What both log writers share: the checked ``append`` and the ``clock`` event's body.
+
+    ``EventLogWriter`` appends to one file, ``store.segments.SegmentedLogWriter`` to segments
+    it puts to an object store; both keep these attributes and give ``append_raw``.
+    """
+
+    path: Any
+    _closed: bool
+    _seq: int
+    _run_id: str | None
+    _clock: Callable[[], float]
+
+    def append_raw(self, obj: dict[str, Any]) -> None:  # pragma: no cover - each writer's own
+        raise NotImplementedError
+
+    def append(self, type_name: str, *, t: float | None = None, **fields: Any) -> Event:
+        """Validate and append an event of ``type_name``; returns it (with its ``seq``).
+
+        Raises:
+            FormatError: a field is missing or of the wrong type (nothing is written).
+            LedgerError: the writer is closed, the first event is not ``process_started``, or
+                the write failed.
+        """
+        if self._closed:
+            raise LedgerError(f"{self.path}: writer is closed")
+        if self._seq == 0 and type_name != "process_started":
+            raise LedgerError("the first event must be process_started")
+        if self._seq > 0 and type_name == "process_started":
+            raise LedgerError("process_started may only be the first event")
+        event = make_event(type_name, seq=self._seq, t=self._clock() if t is None else t, **fields)
+        if type_name == "process_started":
+            self._run_id = fields["run_id"]
+        self.append_raw(event_to_dict(event))
+        return event
+
+    def _clock_body(self, t: float, monotonic_sec: float, wall_t: float | None) -> dict[str, Any]:
+        """A ``clock`` event's wire form, before any filesystem offset (checks the writer)."""
+        if self._closed:
+            raise LedgerError(f"{self.path}: writer is closed")
+        if self._seq == 0:
+            raise LedgerError("the first event must be process_started")
+        obj: dict[str, Any] = {
+            "v": FORMAT_VERSION,
+            "seq": 0,
+            "t": t,
+            "type": "clock",
+            "monotonic_sec": monotonic_sec,
+        }
+        if wall_t is not None:
+            obj["wall_t"] = wall_t
+        return obj
+
+
+class EventLogWriter(EventAppender):
     """Append events to ``<root>/raw/<experiment_id>/process_<i>.events.jsonl``.
 
     Use :meth:`open`; the first event written must be ``process_started``.
@@ -137,25 +191,6 @@ class EventLogWriter:
         """``monotonic_sec`` of the last ``clock`` event appended (``None`` before the first)."""
         return self._last_clock_monotonic_sec
 
-    def append(self, type_name: str, *, t: float | None = None, **fields: Any) -> Event:
-        """Validate and append an event of ``type_name``; returns it (with its ``seq``).
-
-        Raises:
-            FormatError: a field is missing or of the wrong type (nothing is written).
-            LedgerError: the writer is closed, or the first event is not ``process_started``.
-        """
-        if self._closed:
-            raise LedgerError(f"{self.path}: writer is closed")
-        if self._seq == 0 and type_name != "process_started":
-            raise LedgerError("the first event must be process_started")
-        if self._seq > 0 and type_name == "process_started":
-            raise LedgerError("process_started may only be the first event")
-        event = make_event(type_name, seq=self._seq, t=self._clock() if t is None else t, **fields)
-        if type_name == "process_started":
-            self._run_id = fields["run_id"]
-        self.append_raw(event_to_dict(event))
-        return event
-
     def append_raw(self, obj: dict[str, Any]) -> None:
         """Append an already-valid wire-form event (the hot path; ``seq`` is set here)."""
         obj["seq"] = self._seq
@@ -183,20 +218,8 @@ class EventLogWriter:
         Raises:
             LedgerError: the writer is closed, nothing was written yet, or the write failed.
         """
-        if self._closed:
-            raise LedgerError(f"{self.path}: writer is closed")
-        if self._seq == 0:
-            raise LedgerError("the first event must be process_started")
+        obj = self._clock_body(t, monotonic_sec, wall_t)
         self.flush(measure_fs_offset=True)
-        obj: dict[str, Any] = {
-            "v": FORMAT_VERSION,
-            "seq": 0,
-            "t": t,
-            "type": "clock",
-            "monotonic_sec": monotonic_sec,
-        }
-        if wall_t is not None:
-            obj["wall_t"] = wall_t
         offset = self._fs_offset
         if offset is not None:
             obj["fs_offset_sec"] = offset.offset_sec
