@@ -18,7 +18,8 @@ The sections live in sibling modules, imported by name (``python scripts/bench.p
 folder first on ``sys.path``): ``bench_report`` (modes, rows, table, targets), ``bench_logs``
 (generated inputs), ``bench_replay`` (sections 1, 2 and 5), ``bench_baseline`` (section 1 against
 a baseline revision), ``bench_daemon`` (sections 3 and 4), ``bench_recorder`` (section 6) and
-``bench_pages`` (section 7, the HTML report) and ``bench_parallel`` (section 8, every core).
+``bench_pages`` (section 7, the HTML report), ``bench_parallel`` (section 8, every core) and
+``bench_s3`` (section 9, object storage on SeaweedFS; skipped when ``weed`` cannot start).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from bench_pages import bench_pages
 from bench_parallel import bench_parallel
 from bench_replay import bench_incremental, bench_memory, bench_replay, bench_scaling
 from bench_report import SIZES, Report, Sizes, machine_info, verdict
+from bench_s3 import bench_s3
 
 
 # --- 6. recorder ----------------------------------------------------------------------------------
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where to write inputs (default: a temp dir)")
     parser.add_argument(
         "--only",
-        default="1,2,3,4,5,6,7,8",
+        default="1,2,3,4,5,6,7,8,9",
         help="comma-separated sections to run (default: all)",
     )
     parser.add_argument(
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_pages(report, sizes, work)
         if "8" in only:
             bench_parallel(report, sizes, work)
+        if "9" in only:
+            bench_s3(report, sizes, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.perf_counter() - started

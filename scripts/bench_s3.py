@@ -1,0 +1,171 @@
+"""Section 9 of the benchmark: object storage, on a real S3 server (SeaweedFS ``weed mini``).
+
+- List cost: a bucket root of N experiments (10,000 full, 1,000 quick, 100 smoke), each one
+  object ``raw/<id>/process_0.done``, written on 16 threads (timed, no target), then
+  ``open_objects(url).list("raw/")`` timed (median of 3): seconds and keys per second.
+- Replay throughput: one 4-process experiment (about 200k events full, 20k quick, a few
+  hundred smoke) written as segments (``tests.helpers.write_segmented_experiment``) into the
+  bucket and, with the same function, into a local folder; ``replay_root(url, force=True)``
+  against ``replay_root(folder, force=True)``, interleaved, medians of 3, and their ratio.
+
+The server is the tests' own ``tests.s3.server.SeaweedServer`` and the segments come from the
+tests' own writer, so the bench measures exactly what the S3 tests exercise. ``tests`` is a
+package of the repository, not of the installed project, and ``python scripts/bench.py`` puts
+only ``scripts/`` on ``sys.path``: the repository root is inserted below so that ``tests`` can
+be imported. Without ``weed`` (or when it does not start) the section is one "skipped" row.
+No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench_report import Report, Sizes
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SECTION = "9 object storage"
+PUT_THREADS = 16
+REPS = 3
+LIST_EXPERIMENTS = {"full": 10_000, "quick": 1_000, "smoke": 100}
+REPLAY_REQUESTS = {"full": 40_000, "quick": 4_000, "smoke": 60}
+"""Requests per process of the replayed experiment (4 processes): a request brings 1.25 events
+(a sample every 4th), so 40,000 make about 200k events."""
+
+
+def segmented_events(processes: int, requests: int) -> int:
+    """Events ``write_segmented_experiment`` writes: per process, started, window start and end,
+    the requests and a sample every 4th request."""
+    return processes * (3 + requests + (requests + 3) // 4)
+
+
+@contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _median(run: Callable[[], object], reps: int = REPS) -> float:
+    times = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _rounds(contenders: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for r in range(reps):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            started = time.perf_counter()
+            contenders[name]()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def bench_s3(report: Report, sizes: Sizes, work: Path) -> None:
+    """Section 9: list cost of a many-experiment bucket, and replay from a bucket vs a folder."""
+    from tests.s3.server import SeaweedServer, WeedUnavailable, new_bucket_name
+
+    try:
+        server = SeaweedServer()
+        server.start()
+    except WeedUnavailable as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "weed unavailable"
+        print(f"bench: object storage skipped: {reason}", file=sys.stderr)
+        report.add(SECTION, "S3 (SeaweedFS weed mini)", f"skipped: {reason}")
+        return
+    try:
+        with _environ(server.env):
+            _bench_list(report, sizes, server, new_bucket_name())
+            _bench_replay(report, sizes, server, new_bucket_name(), work)
+    finally:
+        server.stop()
+
+
+def _bench_list(report: Report, sizes: Sizes, server: Any, bucket: str) -> None:
+    from energy_ledger.store.objects import open_objects
+
+    server.create_bucket(bucket)
+    url = f"s3://{bucket}"
+    n = LIST_EXPERIMENTS[sizes.name]
+    objects = open_objects(url)
+    keys = [f"raw/exp-{i:05d}/process_0.done" for i in range(n)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(PUT_THREADS) as pool:
+        list(pool.map(lambda key: objects.put(key, b"{}\n"), keys))
+    write_sec = time.perf_counter() - started
+    report.add(SECTION, f"write {n:,} marker objects, {PUT_THREADS} threads",
+               f"{write_sec:.2f} s ({n / write_sec:,.0f} puts/s)",
+               figures={"objects": n, "sec": write_sec})  # fmt: skip
+    listed: list[int] = []
+    sec = _median(lambda: listed.append(len(open_objects(url).list("raw/"))))
+    if listed[-1] != n:
+        raise RuntimeError(f"listed {listed[-1]} keys, wrote {n}")
+    report.add(SECTION, f"list raw/ of {n:,} experiments (open_objects(url).list)",
+               f"{sec:.3f} s median, {n / sec:,.0f} keys/s",
+               figures={"keys": n, "median_sec": sec})  # fmt: skip
+
+
+def _bench_replay(report: Report, sizes: Sizes, server: Any, bucket: str, work: Path) -> None:
+    from tests.helpers import write_segmented_experiment
+
+    from energy_ledger.pipeline import replay_root
+    from energy_ledger.store.objects import LocalObjects, open_objects
+
+    server.create_bucket(bucket)
+    url = f"s3://{bucket}"
+    folder = work / "s3-folder"
+    folder.mkdir()
+    processes, requests = 4, REPLAY_REQUESTS[sizes.name]
+    events = segmented_events(processes, requests)
+    started = time.perf_counter()
+    write_segmented_experiment(open_objects(url), "seg-0000", processes=processes,
+                               requests=requests)  # fmt: skip
+    bucket_write = time.perf_counter() - started
+    write_segmented_experiment(LocalObjects(folder), "seg-0000", processes=processes,
+                               requests=requests)  # fmt: skip
+    segments = sum(1 for info in open_objects(url).list("raw/") if "segment" in info.key)
+    report.add(SECTION, f"write 1 experiment, {processes} processes, ~{events:,} events, "
+               f"{segments:,} segments, to the bucket (serial)", f"{bucket_write:.2f} s",
+               figures={"events": events, "objects": segments, "sec": bucket_write})  # fmt: skip
+    for outcome in replay_root(url, force=True) + replay_root(folder, force=True):
+        if outcome.action not in ("written", "up-to-date", "kept"):
+            raise RuntimeError(f"replay of {outcome.experiment_id}: {outcome.action} "
+                               f"{outcome.detail}")  # fmt: skip
+    median = _rounds(
+        {
+            "bucket": lambda: replay_root(url, force=True),
+            "folder": lambda: replay_root(folder, force=True),
+        },
+        REPS,
+    )
+    b, f = median["bucket"], median["folder"]
+    report.add(SECTION, f"replay it from the bucket, force ({events:,} events)",
+               f"{b:.2f} s median, {events / b:,.0f} events/s",
+               figures={"events": events, "median_sec": b})  # fmt: skip
+    report.add(SECTION, "same, from a folder of the same segments",
+               f"{f:.2f} s median, {events / f:,.0f} events/s",
+               figures={"events": events, "median_sec": f})  # fmt: skip
+    report.add(SECTION, "bucket / folder replay time", f"{b / f:.2f}x",
+               figures={"ratio": b / f})  # fmt: skip
