@@ -86,6 +86,7 @@ class TestInvalidMarker:
             ("log_sha256", SHA + "0"),
             ("log_sha256", "g" * 64),
             ("log_sha256", SHA[:-1] + "\n"),
+            ("log_sha256", SHA + "\n"),  # a final newline: $ would pass it, fullmatch does not
             ("log_sha256", 12),
             ("v", 0),
             ("v", True),

@@ -20,9 +20,9 @@ import orjson
 from energy_ledger.core.events import FORMAT_VERSION
 from energy_ledger.exceptions import FormatError, UnsupportedVersionError
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX64_FULL = re.compile(r"[0-9a-f]{64}")
-"""For version 2, matched whole: ``_HEX64``'s ``$`` also matches before a final ``\\n``."""
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+"""A SHA-256 in hex, always matched whole (``fullmatch``: a ``$`` would also pass a final
+``\\n``)."""
 
 SEGMENTED_VERSION = 2
 """The marker version of the segmented layout (docs/format.md §7)."""
@@ -188,7 +188,7 @@ def parse_any_marker(data: bytes, *, path: str | None = None) -> Marker | Segmen
             raise FormatError(
                 f"marker field {name!r} must be {kind.__name__}, got {value!r}", path=path
             )
-    if not _HEX64.match(obj["log_sha256"]):
+    if not _HEX64.fullmatch(obj["log_sha256"]):
         raise FormatError("marker field 'log_sha256' is not 64 lowercase hex digits", path=path)
     if obj["log_bytes"] < 0 or obj["final_seq"] < 0 or obj["process_index"] < 0:
         raise FormatError("marker has a negative number", path=path)
@@ -242,7 +242,7 @@ def _parse_segmented(obj: dict[str, Any], path: str | None) -> SegmentedMarker:
 def _segment_digests(entries: Sequence[Any], path: str | None) -> tuple[SegmentDigest, ...]:
     """Each entry of ``segments`` as a ``SegmentDigest``; the first bad one is named by number."""
     digests: list[SegmentDigest] = []
-    hex64 = _HEX64_FULL.fullmatch
+    hex64 = _HEX64.fullmatch
     for n, entry in enumerate(entries):
         size = entry.get("bytes") if type(entry) is dict else None
         digest = entry.get("sha256") if type(entry) is dict else None
