@@ -55,7 +55,8 @@ class TestBenchSmoke:
         lines = proc.stdout.splitlines()
         assert any(line.startswith("section") and "result" in line for line in lines)
         for section in ("1 replay", "2 scaling", "2 memory", "3 daemon", "4 daemon",
-                        "5 incremental", "6 recorder", "7 report", "8 parallel"):  # fmt: skip
+                        "5 incremental", "6 recorder", "7 report", "8 parallel",
+                        "9 object storage"):  # fmt: skip
             assert any(line.startswith(section) for line in lines), section
         payload = json.loads(out.read_text())
         assert payload["mode"] == "smoke"
