@@ -55,7 +55,8 @@ def _without_series(run: Callable[[], object]) -> object:
         pipeline.parquet_available = real
 
 
-def _rounds(contenders: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+def rounds(contenders: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+    """Median seconds of each contender over ``reps`` rounds, the order rotated each round."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
     for r in range(reps):
@@ -90,7 +91,7 @@ def bench_parallel(report: Report, sizes: Sizes, work: Path) -> None:
         )
     if optional_module("polars") is not None:
         contenders["polars"] = lambda: [polars_read(p) for p in logs]
-    median = _rounds(contenders, max(2, sizes.replay_reps // 2))
+    median = rounds(contenders, max(2, sizes.replay_reps // 2))
     ours, serial = median[f"jobs {cores}"], median["jobs 1"]
     report.add(sec, f"4-process experiment, {events:,} events, --jobs {cores}",
                f"{events / ours / 1e6:.2f} M events/s ({ours:.2f} s)",
@@ -116,7 +117,7 @@ def bench_parallel(report: Report, sizes: Sizes, work: Path) -> None:
     simulate(many, experiments=sizes.report_experiments, processes=2, requests=20, itl=False,
              keep_samples=False)  # fmt: skip
     replay_root(many, jobs=1)
-    median = _rounds(
+    median = rounds(
         {
             "jobs 1": lambda: replay_root(many, jobs=1, force=True),
             f"jobs {cores}": lambda: replay_root(many, jobs=cores, force=True),

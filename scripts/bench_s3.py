@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench_parallel import rounds
 from bench_report import Report, Sizes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,17 +71,6 @@ def _median(run: Callable[[], object], reps: int = REPS) -> float:
         run()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
-
-
-def _rounds(contenders: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    names = list(contenders)
-    for r in range(reps):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            started = time.perf_counter()
-            contenders[name]()
-            times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def bench_s3(report: Report, sizes: Sizes, work: Path) -> None:
@@ -153,7 +143,7 @@ def _bench_replay(report: Report, sizes: Sizes, server: Any, bucket: str, work: 
         if outcome.action not in ("written", "up-to-date", "kept"):
             raise RuntimeError(f"replay of {outcome.experiment_id}: {outcome.action} "
                                f"{outcome.detail}")  # fmt: skip
-    median = _rounds(
+    median = rounds(
         {
             "bucket": lambda: replay_root(url, force=True),
             "folder": lambda: replay_root(folder, force=True),

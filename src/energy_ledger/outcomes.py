@@ -8,7 +8,7 @@ logs were read from. They live here, apart from both, because ``pipeline`` hands
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,14 @@ def aggregate_scan(scan: Scan, *, partial: bool = False) -> ExperimentResult:
         partial_reason=scan.report.error_message if partial else None,
         extra=extra,
     )
+
+
+def not_in_csv(outcomes: list[Outcome], failed: str) -> list[Outcome]:
+    """``outcomes`` after the CSV rebuild failed with ``failed``: every experiment that was not
+    skipped becomes an error saying so (its result may be written, its row is not)."""
+    return [
+        replace(o, action="error", detail=failed) if o.action != "skipped" else o for o in outcomes
+    ]
 
 
 def tally(outcomes: list[Outcome]) -> dict[str, int]:

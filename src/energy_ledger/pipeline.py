@@ -24,7 +24,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
@@ -38,6 +38,7 @@ from energy_ledger.outcomes import (
     aggregate_scan,
     coverage,
     emitted_validity,
+    not_in_csv,
     tally,
     validity_of,
 )
@@ -324,10 +325,7 @@ def replay_root(
         except LedgerError as exc:
             failed = f"cannot rebuild {layout.csv_path}: {exc}"
             logger.error("%s", failed)
-            outcomes = [
-                replace(o, action="error", detail=failed) if o.action != "skipped" else o
-                for o in outcomes
-            ]
+            outcomes = not_in_csv(outcomes, failed)
     return outcomes
 
 

@@ -24,13 +24,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from energy_ledger.core.completeness import CompletenessReport
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.models import ExperimentResult
-from energy_ledger.outcomes import Outcome, aggregate_scan, coverage, emitted_validity
+from energy_ledger.outcomes import (
+    Outcome,
+    aggregate_scan,
+    coverage,
+    emitted_validity,
+    not_in_csv,
+)
 from energy_ledger.store.bucket_reader import (
     ObjectScan,
     experiment_objects,
@@ -203,10 +209,7 @@ def replay_objects(
         except LedgerError as exc:
             failed = f"cannot rebuild {objects.url}/{CSV_KEY}: {exc}"
             logger.error("%s", failed)
-            outcomes = [
-                replace(o, action="error", detail=failed) if o.action != "skipped" else o
-                for o in outcomes
-            ]
+            outcomes = not_in_csv(outcomes, failed)
     return outcomes
 
 
