@@ -8,6 +8,14 @@
   bucket and, with the same function, into a local folder; ``replay_root(url, force=True)``
   against ``replay_root(folder, force=True)``, interleaved, medians of 3, and their ratio.
 
+- Marker-to-result latency: one ``energy-ledger watch s3://...`` daemon with 1 s polling, on
+  a bucket that already holds 100 emitted experiments; one-process experiments are written one
+  after another (segments first, then, after a random pause of 1.2-2.2 polls, the
+  marker), and the time from the marker's put
+  returning to the result's first ``head`` is taken for each (30 full, 10 quick, 3 smoke):
+  p50 and p99, target p99 <= 2 s (one poll interval, plus one second for the poll's listing,
+  the reads and the writes). The requests one idle poll makes are counted too.
+
 The server is the tests' own ``tests.s3.server.SeaweedServer`` and the segments come from the
 tests' own writer, so the bench measures exactly what the S3 tests exercise. ``tests`` is a
 package of the repository, not of the installed project, and ``python scripts/bench.py`` puts
@@ -19,6 +27,7 @@ No timing is asserted.
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import sys
 import time
@@ -29,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_parallel import rounds
-from bench_report import Report, Sizes
+from bench_report import Report, Sizes, percentile, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -89,6 +98,7 @@ def bench_s3(report: Report, sizes: Sizes, work: Path) -> None:
         with _environ(server.env):
             _bench_list(report, sizes, server, new_bucket_name())
             _bench_replay(report, sizes, server, new_bucket_name(), work)
+            _bench_latency(report, sizes, server, new_bucket_name(), work)
     finally:
         server.stop()
 
@@ -159,3 +169,66 @@ def _bench_replay(report: Report, sizes: Sizes, server: Any, bucket: str, work: 
                figures={"events": events, "median_sec": f})  # fmt: skip
     report.add(SECTION, "bucket / folder replay time", f"{b / f:.2f}x",
                figures={"ratio": b / f})  # fmt: skip
+
+
+LATENCY_EXPERIMENTS = {"full": 30, "quick": 10, "smoke": 3}
+LATENCY_BACKGROUND = 100
+LATENCY_POLL_SEC = 1.0
+LATENCY_TARGET_P99_SEC = 2.0
+
+
+def _bench_latency(report: Report, sizes: Sizes, server: Any, bucket: str, work: Path) -> None:
+    import subprocess
+
+    from tests.helpers import write_segmented_experiment
+
+    from energy_ledger.store.objects import open_objects
+    from energy_ledger.store.segments import marker_key
+
+    server.create_bucket(bucket)
+    url = f"s3://{bucket}/root"
+    objects = open_objects(url)
+    for n in range(LATENCY_BACKGROUND):
+        write_segmented_experiment(objects, f"old-{n:04d}", processes=1, requests=20)
+    log = work / "latency-daemon.log"
+    with log.open("wb") as fh:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "energy_ledger", "watch", url,
+             "--poll-interval", str(LATENCY_POLL_SEC)],
+            env={**os.environ, **server.env}, stdout=fh, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        _wait_for(lambda: len(objects.list("emissions/")) >= LATENCY_BACKGROUND, 120, log)
+        latencies = []
+        rng = random.Random(9)
+        for n in range(LATENCY_EXPERIMENTS[sizes.name]):
+            experiment_id = f"new-{n:04d}"
+            write_segmented_experiment(objects, experiment_id, processes=1, requests=20)
+            key = marker_key(experiment_id, 0)
+            marker = objects.get(key)
+            objects.delete(key)
+            # The daemon claims it and reads its segments; a random pause puts the marker
+            # at a random phase of the daemon's polls.
+            time.sleep(LATENCY_POLL_SEC * (1.2 + rng.random()))
+            objects.put(key, marker, create=True)
+            started = time.perf_counter()
+            result = f"aggregated/{experiment_id}.json"
+            _wait_for(lambda key=result: objects.head(key), 30, log)
+            latencies.append(time.perf_counter() - started)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    report.add(SECTION, f"marker -> result latency, watch s3:// with {LATENCY_POLL_SEC:g} s "
+               f"polling, {len(latencies)} experiments beside {LATENCY_BACKGROUND} emitted",
+               f"p50 {p50:.2f} s, p99 {p99:.2f} s", f"p99 <= {LATENCY_TARGET_P99_SEC:g} s",
+               verdict(p99 <= LATENCY_TARGET_P99_SEC),
+               figures={"p50_sec": p50, "p99_sec": p99, "n": len(latencies)})  # fmt: skip
+
+
+def _wait_for(what: Callable[[], object], timeout_sec: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_sec
+    while not what():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon did not emit in {timeout_sec} s: {log.read_text()}")
+        time.sleep(0.01)

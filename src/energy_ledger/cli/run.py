@@ -13,9 +13,9 @@ from energy_ledger.cli.app import (
     Command,
     app,
     err,
-    local_only,
     number_option,
     out,
+    root_of,
     seconds_option,
     setup_logging,
 )
@@ -26,8 +26,12 @@ from energy_ledger.exceptions import LedgerError
 def watch(
     ctx: typer.Context,
     root: Annotated[
-        Path,
-        typer.Argument(help="The results root to watch.", metavar="ROOT", callback=local_only),
+        str,
+        typer.Argument(
+            help="The results root to watch: a folder, or a bucket URL (s3://bucket/prefix) "
+            "that any number of daemons may watch together.",
+            metavar="ROOT",
+        ),
     ],
     config: Annotated[
         Path | None,
@@ -121,7 +125,7 @@ def watch(
 
         require_metrics_library()
     setup_logging(max(1, options.get("verbose", 0)), settings.log_format)
-    code = run_watch(root, settings)
+    code = run_watch(root_of(root), settings)
     if code:
         raise typer.Exit(code)
 

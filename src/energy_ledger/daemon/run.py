@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from energy_ledger.daemon.bucket_watcher import BucketWatcher
 from energy_ledger.daemon.config import WatchConfig, check_hook_program
 from energy_ledger.daemon.metrics import SnapshotBox, require_metrics_library
 from energy_ledger.daemon.watcher import (
@@ -29,14 +30,18 @@ from energy_ledger.daemon.watcher import (
     EXIT_OK,
     Watcher,
 )
-from energy_ledger.exceptions import LeaseHeldError, LedgerError
+from energy_ledger.exceptions import ConfigError, LeaseHeldError, LedgerError
 from energy_ledger.store.layout import AGGREGATED_DIR, RAW_DIR
+from energy_ledger.store.objects import open_objects
+from energy_ledger.store.objectstore import ObjectStore, is_url
+from energy_ledger.store.probe import probe_conditional_writes
 
 __all__ = [
     "EXIT_ERROR",
     "EXIT_LEASE_HELD",
     "EXIT_LEASE_LOST",
     "EXIT_OK",
+    "check_bucket_startup",
     "check_startup",
     "run_watch",
 ]
@@ -98,6 +103,39 @@ def check_startup(root: str | os.PathLike[str], config: WatchConfig) -> None:
         require_metrics_library()
 
 
+def check_bucket_startup(url: str, config: WatchConfig) -> ObjectStore:
+    """Open a bucket root and refuse, before starting, what a bucket daemon cannot do.
+
+    Raises:
+        ConfigError: an option only a folder daemon has (``--report``, ``--metrics-port``,
+            ``--recover-stale``, ``--state-dir``), or a missing ``--on-emit`` program.
+        LedgerError: the store cannot be opened (the ``s3`` extra missing, a bad URL), or it
+            does not honour conditional writes (``ConditionalWritesUnsupported``).
+    """
+    unsupported = [
+        flag
+        for flag, on in (
+            ("--report", config.report),
+            ("--metrics-port", config.metrics_port is not None),
+            ("--recover-stale", config.recover_stale),
+            ("--state-dir", config.state_dir is not None),
+        )
+        if on
+    ]
+    if unsupported:
+        raise ConfigError(
+            f"{url}: {', '.join(unsupported)} work on a folder root only; a daemon on a bucket "
+            "keeps its state in the bucket and has no reports or metrics yet "
+            "(docs/object-storage.md)"
+        )
+    argv = config.hook_argv()
+    if argv is not None:
+        check_hook_program(argv)
+    objects = open_objects(url)
+    probe_conditional_writes(objects)
+    return objects
+
+
 def run_watch(
     root: str | Path, config: WatchConfig, *, stop_event: threading.Event | None = None
 ) -> int:
@@ -111,6 +149,15 @@ def run_watch(
         LedgerError: see :func:`check_startup`; ``ConfigError`` when the metrics port cannot be
             listened on (nothing was started; the CLI exits 2).
     """
+    if is_url(str(root)):
+        objects = check_bucket_startup(str(root), config)
+        bucket = BucketWatcher(objects, config, stop_event or threading.Event())
+        with _stop_on_signals(bucket.stop, bucket.wake):
+            try:
+                return bucket.run()
+            except LedgerError as exc:
+                logger.error("%s", exc)
+                return EXIT_ERROR
     check_startup(root, config)
     box = server = None
     if config.metrics_port is not None:

@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         print(f"cannot claim {key} attempt {n}: {exc}", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, _stop)
+    stop_hook_on_sigterm()
     error = run(argv[6:], float(timeout_sec))
     try:
         if error is None:
@@ -131,6 +131,11 @@ def main(argv: list[str]) -> int:
         print(f"cannot record the outcome of {key} attempt {n}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def stop_hook_on_sigterm() -> None:
+    """From now on, SIGTERM takes the running hook (``run``) down with this process."""
+    signal.signal(signal.SIGTERM, _stop)
 
 
 def _stop(signum: int, frame: object) -> None:

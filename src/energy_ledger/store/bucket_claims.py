@@ -250,6 +250,15 @@ class Claimer:
                 return now
             return seen[1]
 
+    def watched_sec(self, key: str, etag: str) -> float:
+        """How long this claimer has seen ``key`` at ``etag``, on its own clock (0 when new).
+
+        A daemon feeds it the ETags of each listing of ``claims/``, so that it calls
+        :meth:`claim` on a claim held by another owner only once that claim may have expired,
+        instead of reading every such claim at every poll.
+        """
+        return self._clock() - self._first_seen(key, etag)
+
     def _forget(self, key: str) -> None:
         with self._lock:
             self._seen.pop(key, None)

@@ -219,7 +219,12 @@ class CsvSync:
     unreadable: tuple[str, ...] = ()
 
 
-def sync_bucket_csv(objects: ObjectStore, known: KnownRows | None = None) -> CsvSync:
+def sync_bucket_csv(
+    objects: ObjectStore,
+    known: KnownRows | None = None,
+    *,
+    learned: dict[str, tuple[str, tuple[str, ...]]] | None = None,
+) -> CsvSync:
     """Rebuild ``aggregated/results.csv`` from the result objects (see the module doc).
 
     Nothing is written when it already holds these bytes, or when there is neither a CSV nor
@@ -228,6 +233,9 @@ def sync_bucket_csv(objects: ObjectStore, known: KnownRows | None = None) -> Csv
     Args:
         objects: the root's store.
         known: rows of results the caller has just written or checked.
+        learned: filled with the row of every result read here, under its key and ETag: a
+            daemon that syncs again and again passes one dict as both ``known`` and
+            ``learned``, so it reads each result once.
 
     Raises:
         LedgerError: a read or write failed, or another writer replaced the CSV during each
@@ -244,7 +252,7 @@ def sync_bucket_csv(objects: ObjectStore, known: KnownRows | None = None) -> Csv
                 current = None
         # Listed after the version was read: a result created before that version was
         # written is in this listing, so a successful swap never drops a row.
-        rows, unreadable = _rows(objects, objects.list(OUTPUTS_PREFIX), known)
+        rows, unreadable = _rows(objects, objects.list(OUTPUTS_PREFIX), known, learned)
         data = render_csv(rows)
         if old == data or (current is None and not rows):
             return CsvSync(CSV_KEY, False, len(rows), None, unreadable)
@@ -269,7 +277,10 @@ def sync_bucket_csv(objects: ObjectStore, known: KnownRows | None = None) -> Csv
 
 
 def _rows(
-    objects: ObjectStore, listing: Sequence[ObjectInfo], known: KnownRows
+    objects: ObjectStore,
+    listing: Sequence[ObjectInfo],
+    known: KnownRows,
+    learned: dict[str, tuple[str, tuple[str, ...]]] | None = None,
 ) -> tuple[list[tuple[str, ...]], tuple[str, ...]]:
     """The CSV's rows, sorted by id (a complete result's over a partial one's), and the
     result objects that could not be read as results."""
@@ -297,6 +308,8 @@ def _rows(
                 unreadable.append(str(exc))
                 logger.warning("%s; it has no row in %s/%s", exc, objects.url, CSV_KEY)
                 continue
+            if learned is not None:
+                learned[info.key] = (info.etag, row)
         chosen[experiment_id] = (partial, row)
     return [chosen[k][1] for k in sorted(chosen)], tuple(unreadable)
 
