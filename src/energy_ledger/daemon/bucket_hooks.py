@@ -54,7 +54,7 @@ from typing import Any
 
 import orjson
 
-from energy_ledger.daemon.hooks import HookScheduler, OwedHook, local_supervisor_alive
+from energy_ledger.daemon.hook_schedule import HookScheduler, OwedHook, local_supervisor_alive
 from energy_ledger.daemon.records import HookProgress
 from energy_ledger.exceptions import UnsafePathError
 from energy_ledger.store.bucket_claims import EMISSIONS_PREFIX, ClaimLost, read_emission
