@@ -27,7 +27,7 @@ import pytest
 from energy_ledger.daemon.bucket_watcher import BucketWatcher
 from energy_ledger.daemon.config import WatchConfig
 from energy_ledger.pipeline_objects import replay_url
-from energy_ledger.store.bucket_claims import ClaimBody, Claimer, read_emission
+from energy_ledger.store.bucket_claims import ClaimBody, Claimer, read_emission, record_emission
 from energy_ledger.store.objects import LocalObjects
 from energy_ledger.store.segments import SegmentedLogWriter, marker_key, segments_prefix
 from tests.helpers import write_segmented_experiment
@@ -125,7 +125,7 @@ def test_each_complete_experiment_is_emitted_once_with_a_replays_bytes(tmp_path:
         assert record is not None and record.owner == watcher.claimer.owner
         assert record.body["result"] == f"aggregated/{experiment_id}.json"
         assert record.body["hook"] is False
-        assert claim_body(objects, experiment_id).released  # given back once emitted
+        assert objects.head(f"claims/{experiment_id}.json") is None  # deleted once settled
 
 
 def test_each_segment_is_fetched_once_while_a_log_grows(tmp_path: Path) -> None:
@@ -278,4 +278,41 @@ def test_nothing_is_written_outside_the_root(tmp_path: Path) -> None:
         wait_for(lambda: watcher.emitted == 1)
     assert sorted(os.listdir(tmp_path)) == before
     tops = {info.key.split("/")[0] for info in objects.list()}
-    assert tops == {"raw", "aggregated", "claims", "emissions"}
+    assert (
+        {"raw", "aggregated", "emissions"} <= tops <= {"raw", "aggregated", "emissions", "claims"}
+    )
+
+
+def test_a_retired_experiment_is_read_again_once_it_changes(tmp_path: Path) -> None:
+    objects = LocalObjects(tmp_path)
+    write_segmented_experiment(objects, "fixed", processes=1)
+    segment = objects.list(segments_prefix("fixed", 0))[1].key
+    good = objects.get(segment)
+    objects.delete(segment)
+    objects.put(segment, good[:10] + b"{not json" + good[19:], create=True)
+    with watching(objects, reconcile_interval_sec=0.3) as watcher:
+        wait_for(lambda: "fixed" in watcher.retired)
+        objects.delete(segment)  # the segment is put right (copied again, say)
+        objects.put(segment, good, create=True)
+        wait_for(lambda: watcher.emitted == 1)
+    assert objects.head("aggregated/fixed.json") is not None
+
+
+def test_a_hook_owed_by_a_dead_emitter_is_run_once(tmp_path: Path) -> None:
+    """A daemon died after creating the emission record and before its hook started: the
+    next daemon finds the record without attempts and runs the hook, once."""
+    root = tmp_path / "root"
+    root.mkdir()
+    objects = LocalObjects(root)
+    write_segmented_experiment(objects, "owed", processes=1)
+    replay_url(str(root))  # the result is there
+    dead = Claimer(objects, owner="dead-host:1:x")
+    claim = dead.claim("owed", ttl_sec=0.5)
+    assert claim is not None
+    body = {"emission_id": "e" * 32, "result": "aggregated/owed.json", "hook": True}
+    assert record_emission(objects, "owed", claim, {**body, "emitted_t": 0.0})
+    hook, out = hook_script(tmp_path)
+    with watching(objects, on_emit=hook, lease_timeout_sec=0.5):
+        wait_for(lambda: objects.head("emissions/owed@done.json"))
+        time.sleep(10 * POLL_SEC)
+    assert [line[:2] for line in hook_lines(out)] == [["e" * 32, "owed"]]

@@ -86,6 +86,36 @@ class ObjectStoreContract:
             store.put(key, b"x")
         assert [info.key for info in store.list(prefix)] == expected
 
+    @pytest.mark.parametrize(
+        ("prefix", "expected"),
+        [
+            ("", ["a", "raw"]),
+            ("raw/", ["e1", "e10", "e2"]),
+            ("raw/e1/", ["p.segments"]),
+            ("raw/e1/p.segments/", []),
+            ("raw", []),  # not a folder prefix
+            ("zz/", []),
+            ("../", []),
+        ],
+    )
+    def test_list_folders_names_one_level(
+        self, store: ObjectStore, prefix: str, expected: list[str]
+    ) -> None:
+        """``list_folders`` gives the names one level below a folder prefix that hold objects,
+        whatever lies deeper, and no object's own name."""
+        keys = ["a/x", "top", "raw/e1/p.done", "raw/e1/p.segments/00000000.jsonl"]
+        keys += ["raw/e10/p.done", "raw/e2/q/r/deep", "raw/loose"]
+        for key in keys:
+            store.put(key, b"x")
+        assert store.list_folders(prefix) == expected
+
+    def test_list_folders_pages(self, store: ObjectStore) -> None:
+        """More folders than one listing page holds (1,000 on S3) are all listed."""
+        names = [f"e{n:04d}" for n in range(1100)]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda name: store.put(f"raw/{name}/p.done", b"x"), names))
+        assert store.list_folders("raw/") == names
+
     def test_empty_store_lists_nothing(self, store: ObjectStore) -> None:
         """A store nothing was written to lists nothing and has no object."""
         assert store.list() == []

@@ -4,8 +4,12 @@
 bucket has no inotify and no ``link(2)``; what it has is a listing and two conditional writes,
 and the loop is built on those (docs/object-storage.md, "Running N daemons"):
 
-- **One poll** lists ``raw/``, ``emissions/`` and ``claims/`` (one paginated call each). An
-  experiment with an emission record and no hook owed is settled: it costs nothing after that.
+- **One poll** lists the experiments (``list_folders("raw/")``: one delimiter listing, so
+  their segments are not listed), ``claims/``, and the objects of each experiment this daemon
+  holds. Every ``reconcile_interval_sec`` it also lists ``emissions/``: an experiment with an
+  emission record and no hook owed is settled, and costs nothing but its name in the first
+  listing after that. The claim of a settled experiment is deleted, so ``claims/`` holds only
+  the experiments in progress.
 - **Claims.** A daemon reads an experiment's segments only while it holds its claim
   (``store.bucket_claims``): it creates ``claims/<id>.json``, or takes over a claim whose ETag
   it has seen unchanged for the claim's ttl on its own monotonic clock, or one released. The
@@ -23,11 +27,11 @@ and the loop is built on those (docs/object-storage.md, "Running N daemons"):
   completes once the claim expires: a result found holding the same bytes, an emission record
   with no hook attempt, an attempt whose supervisor outlives the daemon and records its end.
 - **The CSV** (``aggregated/results.csv``) is rebuilt by compare-and-swap after this daemon
-  emits, and whenever the number of emission records changed since its last rebuild (another
-  daemon may have died before rebuilding).
+  emits, and when a full poll finds the number of emission records changed since its last
+  rebuild (another daemon may have died before rebuilding).
 - **Experiments that cannot complete as they stand** (failed, invalid, or no new object for
   ``stale_after_sec``) are released and not claimed again by this daemon until their listing
-  changes.
+  changes, which it looks at on full polls only.
 
 What a folder daemon has and this one has not yet: ``status.json``, ``/metrics``, report pages
 and partial results of stale experiments (``--recover-stale``); ``watch`` refuses those options
@@ -62,8 +66,6 @@ from energy_ledger.store.bucket_claims import (
     record_emission,
 )
 from energy_ledger.store.bucket_reader import (
-    experiment_objects,
-    list_bucket_experiments,
     scan_bucket_experiment,
 )
 from energy_ledger.store.bucket_results import (
@@ -74,6 +76,7 @@ from energy_ledger.store.bucket_results import (
     sync_bucket_csv,
 )
 from energy_ledger.store.exporters import csv_row
+from energy_ledger.store.layout import RAW_DIR, experiment_key, is_valid_experiment_id
 from energy_ledger.store.objectstore import ObjectInfo, ObjectStore
 from energy_ledger.store.probe import probe_conditional_writes
 from energy_ledger.store.segments import SegmentTail
@@ -156,6 +159,7 @@ class BucketWatcher:
         self._rows: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._csv_due = False
         self._csv_emissions = -1
+        self._next_reconcile = 0.0
         self._lock = threading.Lock()
         self._random = random.Random()
         self.hooks: BucketHookRunner | None = None
@@ -246,38 +250,117 @@ class BucketWatcher:
 
     # -- one poll ----------------------------------------------------------------------------
     def poll(self) -> None:
-        """List the root once and take every experiment this daemon holds one step further."""
-        listing, raw = list_bucket_experiments(self.objects)
-        emissions = {info.key for info in self.objects.list(EMISSIONS_PREFIX)}
+        """List the root once and take every experiment this daemon holds one step further.
+
+        A poll lists the experiments (``list_folders("raw/")``, one delimiter listing: their
+        segments are not listed), ``claims/``, and each held experiment's own objects. Every
+        ``reconcile_interval_sec`` (and at the first poll) it also lists ``emissions/``, which
+        settles what other daemons emitted, and looks again at the experiments it retired.
+        """
+        now = time.monotonic()
+        full = now >= self._next_reconcile
+        if full:
+            self._next_reconcile = now + self.config.reconcile_interval_sec
+        ids, rejected = self._experiments()
+        for name in rejected:
+            self._report_once(name, "unsafe experiment folder name; never read")
         claims = {info.key: info for info in self.objects.list(CLAIMS_PREFIX)}
-        for name, reason in listing.rejected:
-            self._report_once(name, reason)
+        emissions: set[str] | None = None
+        if full:
+            emissions = {info.key for info in self.objects.list(EMISSIONS_PREFIX)}
+            for key in emissions:
+                name = key.removeprefix(EMISSIONS_PREFIX).removesuffix(".json")
+                if "@" not in name and not self._owes_hook(name, emissions):
+                    self._settle(name)
         for experiment_id in [e for e, h in self.held.items() if h.lost]:
             self._let_go(experiment_id, release=False)
-        present = set(listing.experiment_ids)
+        present = set(ids)
         for experiment_id in [e for e in self.held if e not in present]:
             logger.info("%s: its objects are gone; not watched any more", experiment_id)
             self._let_go(experiment_id)
-        ids = [e for e in listing.experiment_ids if e not in self.settled]
-        self._random.shuffle(ids)
-        ids.sort(key=lambda e: e not in self.held)  # the ones held first, then a random order
+        todo = [e for e in ids if e not in self.settled and (full or e not in self.retired)]
+        self._random.shuffle(todo)
+        todo.sort(key=lambda e: e not in self.held)  # the ones held first, then a random order
         budget = [MAX_NEW_CLAIMS_PER_POLL]
-        for experiment_id in ids:
+        for experiment_id in todo:
             if self.stop.is_set():
                 return
-            if emission_key(experiment_id) in emissions:
+            self._visit(experiment_id, claims, emissions, budget)
+        if emissions is not None:
+            records = sum(1 for key in emissions if "@" not in key)
+            if records != self._csv_emissions:
+                self._csv_due = True
+        if self._csv_due:
+            self._sync_csv(None if emissions is None else records)
+
+    def _experiments(self) -> tuple[list[str], list[str]]:
+        """The experiment ids under ``raw/``, and the names refused (hidden names skipped)."""
+        ids: list[str] = []
+        rejected: list[str] = []
+        for name in self.objects.list_folders(f"{RAW_DIR}/"):
+            if not name.startswith("."):
+                (ids if is_valid_experiment_id(name) else rejected).append(name)
+        return ids, rejected
+
+    def _visit(
+        self,
+        experiment_id: str,
+        claims: dict[str, ObjectInfo],
+        emissions: set[str] | None,
+        budget: list[int],
+    ) -> None:
+        """Take one experiment a step: claim it, read what is new, emit, or see its hook on."""
+        held = self.held.get(experiment_id)
+        if held is None:
+            if emissions is not None and emission_key(experiment_id) in emissions:
                 self._after_emission(experiment_id, emissions, claims, budget)
-                continue
-            objs = experiment_objects(raw, experiment_id)
-            signature = tuple((o.key, o.size, o.etag) for o in objs)
-            if self.retired.get(experiment_id) == signature:
-                continue
+                return
+            prefix = experiment_key(experiment_id)
+            if experiment_id in self.retired:  # a full poll: has it changed?
+                if _signature(self.objects.list(prefix)) == self.retired[experiment_id]:
+                    return
+                del self.retired[experiment_id]
+                logger.info("%s changed; reading it again", experiment_id)
             held = self._hold(experiment_id, claims, budget)
-            if held is not None and not held.lost:
-                self._step(experiment_id, held, objs, signature)
-        count = sum(1 for key in emissions if "@" not in key)
-        if self._csv_due or count != self._csv_emissions:
-            self._sync_csv(count)
+            if held is None:
+                return
+            if self.objects.head(emission_key(experiment_id)) is not None:
+                # Emitted by another daemon since this one last listed emissions/.
+                found = {info.key for info in self.objects.list(_markers_prefix(experiment_id))}
+                found.add(emission_key(experiment_id))
+                self._after_emission(experiment_id, found, claims, budget)
+                return
+        if held.lost:
+            return
+        if held.emitted:  # its hook is on its way
+            if self.hooks is None or self.hooks.finished(experiment_id):
+                self._settle(experiment_id)
+            elif not self.hooks.busy(experiment_id):
+                self.hooks.submit(experiment_id)
+            return
+        objs = self.objects.list(experiment_key(experiment_id))
+        if objs:
+            self._step(experiment_id, held, objs, _signature(objs))
+
+    def _settle(self, experiment_id: str) -> None:
+        """Emitted, nothing owed: never looked at again; its claim (if held) is deleted.
+
+        Deleting is safe here although a delete is not conditional: the emission record and
+        the hook's markers say all there is to say, so a claim on a settled experiment guards
+        nothing (a daemon that claims it afterwards finds the record and settles it too), and
+        ``claims/`` then holds only the experiments in progress, which keeps its listing short.
+        """
+        self.settled.add(experiment_id)
+        self.retired.pop(experiment_id, None)
+        self._hook_owed.pop(experiment_id, None)
+        with self._lock:
+            held = self.held.pop(experiment_id, None)
+        if held is None or held.lost:
+            return
+        try:
+            self.objects.delete(held.claim.key)
+        except LedgerError as exc:
+            logger.warning("cannot delete the claim of %s: %s", experiment_id, exc)
 
     def _after_emission(
         self,
@@ -288,17 +371,14 @@ class BucketWatcher:
     ) -> None:
         """An emitted experiment: settle it, or drive its hook while one is owed."""
         if not self._owes_hook(experiment_id, emissions):
-            self.settled.add(experiment_id)
-            self.retired.pop(experiment_id, None)
-            self._let_go(experiment_id)
+            self._settle(experiment_id)
             return
         held = self._hold(experiment_id, claims, budget)
         if held is None or held.lost or self.hooks is None:
             return
         held.emitted = True
         if self.hooks.finished(experiment_id):
-            self.settled.add(experiment_id)
-            self._let_go(experiment_id)
+            self._settle(experiment_id)
         elif not self.hooks.busy(experiment_id):
             self.hooks.submit(experiment_id)
 
@@ -378,9 +458,12 @@ class BucketWatcher:
         mine = record_emission(self.objects, experiment_id, held.claim, body)
         held.emitted = True
         if not mine:
-            logger.info("%s: already emitted by another daemon; nothing run", experiment_id)
-            self.settled.add(experiment_id)
-            self._let_go(experiment_id)
+            # Another daemon (or term) created the record: its hook, if still owed, is this
+            # claim's to see through now.
+            logger.info("%s: already emitted by another daemon", experiment_id)
+            found = {info.key for info in self.objects.list(_markers_prefix(experiment_id))}
+            found.add(emission_key(experiment_id))
+            self._after_emission(experiment_id, found, {}, [0])
             return
         self.emitted += 1
         self._csv_due = True
@@ -392,20 +475,22 @@ class BucketWatcher:
             put.key,
         )
         if self.hooks is None:
-            self.settled.add(experiment_id)
-            self._let_go(experiment_id)
+            self._settle(experiment_id)
             return
         self._hook_owed[experiment_id] = True
         held.tails = {}  # its segments are not read again
         self.hooks.submit(experiment_id)
 
-    def _sync_csv(self, emissions: int) -> None:
+    def _sync_csv(self, emissions: int | None) -> None:
+        """Rebuild the CSV; ``emissions``: the records a full poll counted (kept to compare)."""
         try:
             sync = sync_bucket_csv(self.objects, self._rows, learned=self._rows)
         except LedgerError as exc:
             logger.warning("cannot rebuild %s/%s (will retry): %s", self.objects.url, CSV_KEY, exc)
             return
-        self._csv_due, self._csv_emissions = False, emissions
+        self._csv_due = False
+        if emissions is not None:
+            self._csv_emissions = emissions
         if sync.written:
             logger.info("rebuilt %s/%s: %d row(s)", self.objects.url, CSV_KEY, sync.rows)
 
@@ -463,3 +548,13 @@ class BucketWatcher:
                 self._let_go(experiment_id)
         logger.info("stopping")
         return 0
+
+
+def _signature(objs: list[ObjectInfo]) -> Signature:
+    """An experiment's listing as compared between polls: keys, sizes and ETags."""
+    return tuple((o.key, o.size, o.etag) for o in objs)
+
+
+def _markers_prefix(experiment_id: str) -> str:
+    """The prefix of an experiment's hook markers under ``emissions/`` (``<id>@...``)."""
+    return f"{EMISSIONS_PREFIX}{experiment_id}@"

@@ -11,6 +11,7 @@ ctime, which every write changes (also a write of the same bytes, unlike an MD5 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import os
@@ -27,6 +28,7 @@ from energy_ledger.store.objectstore import (
     ObjectStore,
     PreconditionFailed,
     check_key,
+    folder_of,
     is_url,
 )
 
@@ -91,6 +93,26 @@ class LocalObjects:
         except OSError as exc:
             raise LedgerError(f"cannot list {start}: {exc.strerror or exc}") from exc
         return sorted(found, key=lambda info: info.key)
+
+    def list_folders(self, prefix: str = "") -> builtins.list[str]:
+        folder = folder_of(prefix)
+        if folder is None:
+            return []
+        try:
+            start = self._path(f"{folder}/x").parent if folder else self.root
+        except UnsafePathError:
+            return []
+        try:
+            with os.scandir(start) as it:
+                return sorted(
+                    entry.name
+                    for entry in it
+                    if entry.is_dir(follow_symlinks=False) and not _is_temp(entry.name)
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise LedgerError(f"cannot list {start}: {exc.strerror or exc}") from exc
 
     def _walk(self, folder: Path, base: str) -> Iterator[ObjectInfo]:
         try:

@@ -27,6 +27,7 @@ import it and choosing one (``open_objects``) makes no import cycle.
 
 from __future__ import annotations
 
+import builtins
 import os
 from dataclasses import dataclass
 from typing import Protocol
@@ -72,6 +73,12 @@ class ObjectStore(Protocol):
         """Every object whose key starts with ``prefix``, sorted by key."""
         ...
 
+    def list_folders(self, prefix: str = "") -> builtins.list[str]:
+        """The names one level below ``prefix`` (``""`` or ending with ``/``) under which some
+        object lies, sorted: ``list_folders("raw/")`` gives the experiment ids without listing
+        their segments (one delimiter listing, paginated)."""
+        ...
+
     def head(self, key: str) -> ObjectInfo | None:
         """The object's size and ETag, ``None`` when there is none."""
         ...
@@ -101,6 +108,19 @@ def is_url(root: str | os.PathLike[str]) -> bool:
     return isinstance(root, str) and root.startswith(URL_SCHEMES)
 
 
+def folder_of(prefix: str) -> str | None:
+    """``prefix`` without its final ``/`` (``""`` for the root); ``None`` when it is not a
+    folder prefix or not a safe one."""
+    if prefix == "":
+        return ""
+    if not prefix.endswith("/"):
+        return None
+    try:
+        return check_key(prefix[:-1])
+    except UnsafePathError:
+        return None
+
+
 def check_key(key: str) -> str:
     """``key`` when it is a safe relative key (see the module doc).
 
@@ -120,5 +140,6 @@ __all__ = [
     "ObjectStore",
     "PreconditionFailed",
     "check_key",
+    "folder_of",
     "is_url",
 ]

@@ -16,6 +16,7 @@ environment is blanked before it is shown.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import os
 import re
@@ -29,6 +30,7 @@ from energy_ledger.store.objectstore import (
     ObjectNotFound,
     PreconditionFailed,
     check_key,
+    folder_of,
 )
 
 if TYPE_CHECKING:
@@ -132,6 +134,17 @@ class Bucket:
             _fail(self._url, prefix, "list", exc)
         infos = [self._info(meta) for meta in found if meta["path"].startswith(prefix)]
         return sorted(infos, key=lambda info: info.key)
+
+    def list_folders(self, prefix: str = "") -> builtins.list[str]:
+        folder = folder_of(prefix)
+        if folder is None:
+            return []
+        try:
+            found = self._store.list_with_delimiter(folder or None)
+        except Exception as exc:
+            _fail(self._url, prefix, "list", exc)
+        # Common prefixes come back without the final "/" ("raw/e1").
+        return sorted(path.rpartition("/")[2] for path in found["common_prefixes"])
 
     def head(self, key: str) -> ObjectInfo | None:
         check_key(key)
