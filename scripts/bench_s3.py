@@ -14,7 +14,8 @@
   marker), and the time from the marker's put
   returning to the result's first ``head`` is taken for each (30 full, 10 quick, 3 smoke):
   p50 and p99, target p99 <= 2 s (one poll interval, plus one second for the poll's listing,
-  the reads and the writes). The requests one idle poll makes are counted too.
+  the reads and the writes). Then the requests and time of one full and one idle poll of that
+  root (``BucketWatcher.poll`` in the bench's process), with every experiment emitted.
 
 The server is the tests' own ``tests.s3.server.SeaweedServer`` and the segments come from the
 tests' own writer, so the bench measures exactly what the S3 tests exercise. ``tests`` is a
@@ -31,6 +32,7 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -218,6 +220,7 @@ def _bench_latency(report: Report, sizes: Sizes, server: Any, bucket: str, work:
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
+    _bench_poll(report, objects, len(latencies) + LATENCY_BACKGROUND)
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     report.add(SECTION, f"marker -> result latency, watch s3:// with {LATENCY_POLL_SEC:g} s "
                f"polling, {len(latencies)} experiments beside {LATENCY_BACKGROUND} emitted",
@@ -232,3 +235,45 @@ def _wait_for(what: Callable[[], object], timeout_sec: float, log: Path) -> None
         if time.monotonic() > deadline:
             raise RuntimeError(f"the daemon did not emit in {timeout_sec} s: {log.read_text()}")
         time.sleep(0.01)
+
+
+class _Counted:
+    """An ``ObjectStore`` that counts the calls made to it, by method."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    @property
+    def url(self) -> str:
+        return str(self.inner.url)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+
+def _bench_poll(report: Report, objects: Any, experiments: int) -> None:
+    """The requests and time of one full and one idle poll of a root whose experiments are all
+    emitted (``BucketWatcher.poll`` in this process)."""
+    import threading
+
+    from energy_ledger.daemon.bucket_watcher import BucketWatcher
+    from energy_ledger.daemon.config import WatchConfig
+
+    counted = _Counted(objects)
+    watcher = BucketWatcher(counted, WatchConfig(), threading.Event())
+    for kind in ("full", "idle"):
+        counted.calls.clear()
+        started = time.perf_counter()
+        watcher.poll()
+        sec = time.perf_counter() - started
+        calls = ", ".join(f"{n} {name}" for name, n in sorted(counted.calls.items()))
+        report.add(SECTION, f"one {kind} poll of a root of {experiments} emitted experiments",
+                   f"{sec * 1000:.0f} ms, {sum(counted.calls.values())} requests ({calls})",
+                   figures={"sec": sec, "requests": dict(counted.calls)})  # fmt: skip
