@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,7 @@ def test_a_store_that_ignores_conditional_writes_is_refused(tmp_path: Path) -> N
     assert "fake-secret" not in proc.stderr
 
 
-@pytest.mark.parametrize("flag", [("--report",), ("--metrics-port", "0"), ("--recover-stale",)])
+@pytest.mark.parametrize("flag", [("--report",), ("--recover-stale",), ("--state-dir", "x")])
 def test_folder_only_options_are_refused_on_a_bucket(
     s3_prefix_url: str, s3_env: dict[str, str], flag: tuple[str, ...]
 ) -> None:
@@ -229,3 +230,59 @@ def test_folder_only_options_are_refused_on_a_bucket(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert flag[0] in proc.stderr and "folder root only" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_metrics_of_a_bucket_daemon(
+    tmp_path: Path, s3_prefix_url: str, s3_env: dict[str, str]
+) -> None:
+    """``watch s3://... --metrics-port 0``: states, emissions, claims held and the live figures
+    of the experiment still running, checked against what the test wrote."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    objects = open_objects(s3_prefix_url)
+    for experiment_id in ("done-a", "done-b", "running"):
+        write_segmented_experiment(objects, experiment_id, processes=2, requests=40)
+    objects.delete("raw/running/process_1.done")  # its second process is still going
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(
+        s3_prefix_url, s3_env, log, "--poll-interval", "0.2", "--metrics-port", "0"
+    )
+    try:
+        line = wait_for(
+            lambda: next((x for x in log.read_text().splitlines() if "serving metrics" in x), ""),
+            30,
+            "the metrics server's address in the log",
+        )
+        url = line.rsplit(" ", 1)[-1]
+        wait_for(lambda: objects.head("emissions/done-b.json"), 30, "both emissions")
+
+        def samples() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            return {
+                (s.name, frozenset(s.labels.items())): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            }
+
+        def state(name: str) -> float:
+            return samples().get(("energy_ledger_experiments", frozenset({("state", name)})), -1)
+
+        wait_for(lambda: state("emitted") == 2, 30, "two emitted in /metrics")
+        got = samples()
+    finally:
+        code = stop(daemon)
+    assert code == 0, log.read_text()
+    assert state_of(got, "pending") == 1
+    assert got[("energy_ledger_emissions_total", frozenset({("kind", "complete")}))] == 2
+    claims = [v for (name, _), v in got.items() if name == "energy_ledger_claims_held"]
+    assert claims == [1.0]  # the running experiment's
+    assert not any(name == "energy_ledger_lease_held" for name, _ in got)
+    # 40 requests per process, both processes' requests written: 80 so far.
+    running = frozenset({("experiment", "running")})
+    assert got[("energy_ledger_experiment_requests", running)] == 80
+    assert got[("energy_ledger_experiment_processes_finished", running)] == 2
+    assert got[("energy_ledger_experiment_processes_expected", running)] == 2
+
+
+def state_of(got: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str) -> float:
+    return got.get(("energy_ledger_experiments", frozenset({("state", name)})), -1)

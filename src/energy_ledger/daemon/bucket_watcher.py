@@ -50,7 +50,9 @@ from dataclasses import dataclass, field
 
 from energy_ledger.daemon.active import RETIRING
 from energy_ledger.daemon.bucket_hooks import BucketHookRunner, hook_finished
+from energy_ledger.daemon.bucket_metrics import bucket_snapshot
 from energy_ledger.daemon.config import WatchConfig
+from energy_ledger.daemon.metrics import LoopCounters, SnapshotBox
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.models import ExperimentResult
 from energy_ledger.outcomes import aggregate_scan
@@ -143,6 +145,7 @@ class BucketWatcher:
         stop_event: threading.Event,
         *,
         claimer: Claimer | None = None,
+        metrics: SnapshotBox | None = None,
     ) -> None:
         self.objects = objects
         self.config = config
@@ -152,7 +155,7 @@ class BucketWatcher:
         self.ttl_sec = config.lease_timeout_sec
         self.held: dict[str, Held] = {}
         self.settled: set[str] = set()
-        self.retired: dict[str, Signature] = {}
+        self.retired: dict[str, tuple[Signature, str]] = {}
         self.emitted = 0
         self._hook_owed: dict[str, bool] = {}
         self._reported: dict[str, str] = {}
@@ -163,6 +166,8 @@ class BucketWatcher:
         self._lock = threading.Lock()
         self._random = random.Random()
         self.hooks: BucketHookRunner | None = None
+        self.metrics = metrics
+        self.counters = LoopCounters()
 
     # -- claims ----------------------------------------------------------------------------
     def _renew(self, experiment_id: str, held: Held) -> bool:
@@ -249,13 +254,16 @@ class BucketWatcher:
             logger.warning("cannot release the claim of %s (it expires): %s", experiment_id, exc)
 
     # -- one poll ----------------------------------------------------------------------------
-    def poll(self) -> None:
+    def poll(self) -> bool:
         """List the root once and take every experiment this daemon holds one step further.
 
         A poll lists the experiments (``list_folders("raw/")``, one delimiter listing: their
         segments are not listed), ``claims/``, and each held experiment's own objects. Every
         ``reconcile_interval_sec`` (and at the first poll) it also lists ``emissions/``, which
         settles what other daemons emitted, and looks again at the experiments it retired.
+
+        Returns:
+            Whether it was a full poll.
         """
         now = time.monotonic()
         full = now >= self._next_reconcile
@@ -284,7 +292,7 @@ class BucketWatcher:
         budget = [MAX_NEW_CLAIMS_PER_POLL]
         for experiment_id in todo:
             if self.stop.is_set():
-                return
+                return full
             self._visit(experiment_id, claims, emissions, budget)
         if emissions is not None:
             records = sum(1 for key in emissions if "@" not in key)
@@ -292,6 +300,7 @@ class BucketWatcher:
                 self._csv_due = True
         if self._csv_due:
             self._sync_csv(None if emissions is None else records)
+        return full
 
     def _experiments(self) -> tuple[list[str], list[str]]:
         """The experiment ids under ``raw/``, and the names refused (hidden names skipped)."""
@@ -317,7 +326,7 @@ class BucketWatcher:
                 return
             prefix = experiment_key(experiment_id)
             if experiment_id in self.retired:  # a full poll: has it changed?
-                if _signature(self.objects.list(prefix)) == self.retired[experiment_id]:
+                if _signature(self.objects.list(prefix)) == self.retired[experiment_id][0]:
                     return
                 del self.retired[experiment_id]
                 logger.info("%s changed; reading it again", experiment_id)
@@ -407,12 +416,14 @@ class BucketWatcher:
         if held.signature == signature:
             idle_sec = now - held.changed_t
             if held.state in RETIRING or idle_sec > self.config.stale_after_sec:
-                why = held.state if held.state in RETIRING else f"stale ({idle_sec:.0f} s idle)"
+                state = held.state if held.state in RETIRING else "stale"
+                why = state if state != "stale" else f"stale ({idle_sec:.0f} s idle)"
                 logger.info("%s is %s; released until its objects change", experiment_id, why)
-                self.retired[experiment_id] = signature
+                self.retired[experiment_id] = (signature, state)
                 self._let_go(experiment_id)
             return
         held.signature, held.changed_t = signature, now
+        mark, started = self.counters.mark(held.tails), time.perf_counter()
         try:
             scan = scan_bucket_experiment(
                 self.objects, experiment_id, listing=objs, segment_tails=held.tails
@@ -421,6 +432,7 @@ class BucketWatcher:
             held.state, held.detail = "invalid", str(exc)
             self._report_once(experiment_id, f"invalid: {exc}")
             return
+        self.counters.scanned(held.tails, mark, time.perf_counter() - started)
         report = scan.report
         held.state, held.detail = report.state, report.error_message or ""
         if not report.is_complete:
@@ -428,15 +440,24 @@ class BucketWatcher:
                 self._report_once(experiment_id, f"{report.state}: {held.detail}")
             return
         try:
-            self._emit(experiment_id, held, aggregate_scan(scan))
+            self._emit(experiment_id, held, aggregate_scan(scan), _newest_marker_t(objs))
         except ClaimLost as exc:
             logger.warning("%s; not emitted by this daemon", exc)
         except LedgerError as exc:
             held.signature = None  # tried again at the next poll
             self._report_once(experiment_id, f"cannot emit: {exc}")
 
-    def _emit(self, experiment_id: str, held: Held, result: ExperimentResult) -> None:
-        """Fence, create the result once, create the emission record once, start the hook."""
+    def _emit(
+        self,
+        experiment_id: str,
+        held: Held,
+        result: ExperimentResult,
+        marker_t: float | None = None,
+    ) -> None:
+        """Fence, create the result once, create the emission record once, start the hook.
+
+        ``marker_t``: when the last marker was written, by the store's clock (``/metrics``).
+        """
         self.fence(experiment_id)
         put = put_result(self.objects, result)
         if put.action == "kept":
@@ -466,6 +487,9 @@ class BucketWatcher:
             self._after_emission(experiment_id, found, {}, [0])
             return
         self.emitted += 1
+        self.counters.emissions["complete"] += 1
+        if marker_t is not None and put.changed:
+            self.counters.emission_latency.observe(max(0.0, time.time() - marker_t))
         self._csv_due = True
         logger.info(
             "emitted %s (claim term %d) -> %s/%s",
@@ -493,6 +517,26 @@ class BucketWatcher:
             self._csv_emissions = emissions
         if sync.written:
             logger.info("rebuilt %s/%s: %d row(s)", self.objects.url, CSV_KEY, sync.rows)
+
+    def _publish(self, poll_sec: float) -> None:
+        """Hand ``/metrics`` a snapshot of what this poll left (``daemon.bucket_metrics``)."""
+        if self.metrics is None:
+            return
+        with self._lock:
+            held = {e: (h.state, h.emitted, h.changed_t, h.tails) for e, h in self.held.items()}
+        hooks = self.hooks
+        self.metrics.publish(
+            bucket_snapshot(
+                self.counters,
+                held,
+                {e: state for e, (_, state) in self.retired.items()},
+                len(self.settled),
+                host=self.claimer.owner,
+                poll_sec=poll_sec,
+                hook_runs=hooks.runs if hooks is not None else 0,
+                hook_failures=hooks.failures if hooks is not None else 0,
+            )
+        )
 
     def _report_once(self, experiment_id: str, message: str) -> None:
         if self._reported.get(experiment_id) != message:
@@ -532,7 +576,11 @@ class BucketWatcher:
             while not self.stop.is_set():
                 started = time.monotonic()
                 try:
-                    self.poll()
+                    full = self.poll()
+                    poll_sec = time.monotonic() - started
+                    kind = "reconcile" if full else "active"
+                    self.counters.sweep_duration[kind].observe(poll_sec)
+                    self._publish(poll_sec)
                 except LedgerError as exc:
                     logger.warning("poll of %s failed (will retry): %s", self.objects.url, exc)
                 except Exception:  # the watch must outlive any one bad surprise
@@ -558,3 +606,9 @@ def _signature(objs: list[ObjectInfo]) -> Signature:
 def _markers_prefix(experiment_id: str) -> str:
     """The prefix of an experiment's hook markers under ``emissions/`` (``<id>@...``)."""
     return f"{EMISSIONS_PREFIX}{experiment_id}@"
+
+
+def _newest_marker_t(objs: list[ObjectInfo]) -> float | None:
+    """When the newest marker of an experiment's listing was written (the store's clock)."""
+    times = [o.modified_t for o in objs if o.key.endswith(".done") and o.modified_t is not None]
+    return max(times, default=None)

@@ -71,11 +71,22 @@ class SnapshotCollector:
             "When this daemon started, in Unix seconds.",
             value=snap.started_t,
         )
-        lease = GaugeMetricFamily(
-            PREFIX + "lease_held", "1 while this daemon holds the root's lease.", labels=["host"]
-        )
-        lease.add_metric([snap.host], float(snap.lease_held))
-        yield lease
+        if snap.claims_held is None:
+            lease = GaugeMetricFamily(
+                PREFIX + "lease_held",
+                "1 while this daemon holds the root's lease.",
+                labels=["host"],
+            )
+            lease.add_metric([snap.host], float(snap.lease_held))
+            yield lease
+        else:
+            claims = GaugeMetricFamily(
+                PREFIX + "claims_held",
+                "Claims on experiments this daemon holds (a bucket root).",
+                labels=["host"],
+            )
+            claims.add_metric([snap.host], float(snap.claims_held))
+            yield claims
         yield GaugeMetricFamily(
             PREFIX + "lag_seconds",
             "Age of the oldest change not yet processed, or the last change's processing delay.",

@@ -18,13 +18,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from energy_ledger._version import __version__
 from energy_ledger.core.live import LiveFigures
+from energy_ledger.core.replay import ReplayCursor
 from energy_ledger.exceptions import ConfigError
 from energy_ledger.store.reader import newest_mtime
-from energy_ledger.store.tail import LogTail
 
 __all__ = [
     "EMISSION_LATENCY_BUCKETS_SEC",
@@ -118,6 +118,12 @@ class Histogram:
         return HistogramValue(self.bounds, tuple(cumulative), self.total)
 
 
+class Tailed(Protocol):
+    """A log's cursor holder: a folder's ``LogTail`` or a bucket's ``SegmentTail``."""
+
+    cursor: ReplayCursor
+
+
 ReadMark = dict[int, tuple[int, int, int]]
 """Per log index: (identity of its replay cursor, bytes consumed, events folded)."""
 
@@ -139,11 +145,11 @@ class LoopCounters:
     )
 
     @staticmethod
-    def mark(tails: Mapping[int, LogTail]) -> ReadMark:
+    def mark(tails: Mapping[int, Tailed]) -> ReadMark:
         """Where each log's cursor stands, before a scan."""
         return {i: (id(t.cursor), t.cursor.offset, t.cursor.state.events) for i, t in tails.items()}
 
-    def scanned(self, tails: Mapping[int, LogTail], before: ReadMark, seconds: float) -> None:
+    def scanned(self, tails: Mapping[int, Tailed], before: ReadMark, seconds: float) -> None:
         """Count a scan: its duration, and the bytes and events read since ``before``.
 
         A log replaced or truncated meanwhile has a new cursor, read from its start: all of it
@@ -167,6 +173,7 @@ class LoopCounters:
         lease_held: bool,
         hook_runs: int,
         hook_failures: int,
+        claims_held: int | None = None,
     ) -> MetricsSnapshot:
         """What a scrape shows now: the status view just built (``status.status_view``), the
         live figures in it, and these counters."""
@@ -187,6 +194,7 @@ class LoopCounters:
             sweep_duration=tuple((k, h.value()) for k, h in self.sweep_duration.items()),
             live=tuple(live),
             live_left_out=int(status["live_left_out"]),
+            claims_held=claims_held,
         )
 
 
@@ -210,6 +218,9 @@ class MetricsSnapshot:
     sweep_duration: tuple[tuple[str, HistogramValue], ...]
     live: tuple[LiveFigures, ...]
     live_left_out: int
+    claims_held: int | None = None
+    """A daemon on a bucket root: the claims it holds (it has no lease; ``lease_held`` is not
+    exported for it)."""
 
 
 class SnapshotBox:

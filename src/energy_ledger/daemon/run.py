@@ -107,8 +107,9 @@ def check_bucket_startup(url: str, config: WatchConfig) -> ObjectStore:
     """Open a bucket root and refuse, before starting, what a bucket daemon cannot do.
 
     Raises:
-        ConfigError: an option only a folder daemon has (``--report``, ``--metrics-port``,
-            ``--recover-stale``, ``--state-dir``), or a missing ``--on-emit`` program.
+        ConfigError: an option only a folder daemon has (``--report``, ``--recover-stale``,
+            ``--state-dir``), a missing ``--on-emit`` program, or a metrics port without
+            prometheus-client.
         LedgerError: the store cannot be opened (the ``s3`` extra missing, a bad URL), or it
             does not honour conditional writes (``ConditionalWritesUnsupported``).
     """
@@ -116,7 +117,6 @@ def check_bucket_startup(url: str, config: WatchConfig) -> ObjectStore:
         flag
         for flag, on in (
             ("--report", config.report),
-            ("--metrics-port", config.metrics_port is not None),
             ("--recover-stale", config.recover_stale),
             ("--state-dir", config.state_dir is not None),
         )
@@ -125,12 +125,14 @@ def check_bucket_startup(url: str, config: WatchConfig) -> ObjectStore:
     if unsupported:
         raise ConfigError(
             f"{url}: {', '.join(unsupported)} work on a folder root only; a daemon on a bucket "
-            "keeps its state in the bucket and has no reports or metrics yet "
+            "keeps its state in the bucket and writes no reports or partial results yet "
             "(docs/object-storage.md)"
         )
     argv = config.hook_argv()
     if argv is not None:
         check_hook_program(argv)
+    if config.metrics_port is not None:
+        require_metrics_library()
     objects = open_objects(url)
     probe_conditional_writes(objects)
     return objects
@@ -149,24 +151,23 @@ def run_watch(
         LedgerError: see :func:`check_startup`; ``ConfigError`` when the metrics port cannot be
             listened on (nothing was started; the CLI exits 2).
     """
-    if is_url(str(root)):
-        objects = check_bucket_startup(str(root), config)
-        bucket = BucketWatcher(objects, config, stop_event or threading.Event())
-        with _stop_on_signals(bucket.stop, bucket.wake):
-            try:
-                return bucket.run()
-            except LedgerError as exc:
-                logger.error("%s", exc)
-                return EXIT_ERROR
-    check_startup(root, config)
+    bucket = is_url(str(root))
+    objects = check_bucket_startup(str(root), config) if bucket else None
+    if not bucket:
+        check_startup(root, config)
     box = server = None
     if config.metrics_port is not None:
         from energy_ledger.daemon.exporter import start_exporter
 
         box = SnapshotBox()
         server = start_exporter(box, config.metrics_host, config.metrics_port)
+    stop = stop_event or threading.Event()
     try:
-        watcher = Watcher(root, config, stop_event or threading.Event(), metrics=box)
+        watcher: Watcher | BucketWatcher
+        if objects is not None:
+            watcher = BucketWatcher(objects, config, stop, metrics=box)
+        else:
+            watcher = Watcher(root, config, stop, metrics=box)
         with _stop_on_signals(watcher.stop, watcher.wake):
             try:
                 return watcher.run()

@@ -131,7 +131,7 @@ class LocalObjects:
             if stat.S_ISDIR(st.st_mode):
                 yield from self._walk(Path(entry.path), f"{key}/")
             elif stat.S_ISREG(st.st_mode) and not _is_temp(entry.name):
-                yield ObjectInfo(key, st.st_size, _etag(st))
+                yield ObjectInfo(key, st.st_size, _etag(st), st.st_mtime)
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
@@ -145,7 +145,7 @@ class LocalObjects:
             return None
         if not stat.S_ISREG(st.st_mode):
             raise UnsafePathError(f"{path} is not a regular file")
-        return ObjectInfo(key, st.st_size, _etag(st))
+        return ObjectInfo(key, st.st_size, _etag(st), st.st_mtime)
 
     def get(self, key: str, start: int = 0) -> bytes:
         path = self._path(key)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from energy_ledger.exceptions import LedgerError, UnsafePathError
@@ -54,11 +54,14 @@ class ObjectInfo:
         key: its key, relative to the store's root.
         size: its size in bytes.
         etag: its version tag, for ``put(if_match=...)``.
+        modified_t: when it was written, in Unix seconds by the store's clock (a bucket's
+            server, a folder's filesystem), where the store says; not compared.
     """
 
     key: str
     size: int
     etag: str
+    modified_t: float | None = field(default=None, compare=False)
 
 
 class ObjectStore(Protocol):

@@ -215,7 +215,9 @@ class Bucket:
         etag = meta[self._tag]
         if not etag:
             raise LedgerError(f"{self._url} listed {meta['path']!r} without an ETag")
-        return ObjectInfo(meta["path"], meta["size"], etag)
+        modified = meta.get("last_modified")
+        modified_t = modified.timestamp() if modified is not None else None
+        return ObjectInfo(meta["path"], meta["size"], etag, modified_t)
 
 
 def _client_options(scheme: str) -> ClientConfig:
