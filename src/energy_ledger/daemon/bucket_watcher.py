@@ -45,10 +45,14 @@ import random
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from energy_ledger.daemon.active import RETIRING
+from energy_ledger.daemon.bucket_held import (
+    MAX_NEW_CLAIMS_PER_POLL,
+    Held,
+    HeldClaims,
+    Signature,
+)
 from energy_ledger.daemon.bucket_hooks import BucketHookRunner, hook_finished
 from energy_ledger.daemon.bucket_metrics import bucket_snapshot
 from energy_ledger.daemon.config import WatchConfig
@@ -59,10 +63,8 @@ from energy_ledger.outcomes import aggregate_scan
 from energy_ledger.store.bucket_claims import (
     CLAIMS_PREFIX,
     EMISSIONS_PREFIX,
-    Claim,
     Claimer,
     ClaimLost,
-    claim_key,
     emission_key,
     read_emission,
     record_emission,
@@ -81,51 +83,10 @@ from energy_ledger.store.exporters import csv_row
 from energy_ledger.store.layout import RAW_DIR, experiment_key, is_valid_experiment_id
 from energy_ledger.store.objectstore import ObjectInfo, ObjectStore
 from energy_ledger.store.probe import probe_conditional_writes
-from energy_ledger.store.segments import SegmentTail
 
-__all__ = ["MAX_HELD_CLAIMS", "MAX_NEW_CLAIMS_PER_POLL", "BucketWatcher", "Held"]
+__all__ = ["BucketWatcher"]
 
 logger = logging.getLogger(__name__)
-
-MAX_NEW_CLAIMS_PER_POLL = 16
-"""Claims a daemon takes in one poll: daemons that start together share the root's work (each
-takes its claims in its own random order) instead of the first one claiming everything."""
-MAX_HELD_CLAIMS = 64
-"""Claims a daemon holds at once: it takes no new one beyond them, leaving the rest of the
-root's work to other daemons, and its renewals (one put each per third of the ttl) stay few."""
-RENEW_THREADS = 8
-"""Renewals sent at once: a round of ``MAX_HELD_CLAIMS`` renewals takes a few round trips."""
-MAX_WAIT_SEC = 0.5
-"""Longest sleep of the loop and of the renewer, so a stop is seen within this long."""
-
-Signature = tuple[tuple[str, int, str], ...]
-
-
-@dataclass(slots=True)
-class Held:
-    """An experiment whose claim this daemon holds: the claim, its cursors, the last verdict.
-
-    Attributes:
-        claim: the claim as last written (renewed in place by the renewer thread).
-        renewed_t: when it was last written, on the daemon's monotonic clock.
-        tails: one cursor per process, so a poll reads only new segments.
-        signature: the experiment's listing when it was last scanned.
-        changed_t: when that listing last changed (monotonic), for ``stale_after_sec``.
-        state: the completeness state of the last scan.
-        detail: why it is not complete.
-        emitted: its emission record is there; the claim is kept while its hook is owed.
-        lost: the renewer found the claim another owner's (the loop drops it).
-    """
-
-    claim: Claim
-    renewed_t: float
-    tails: dict[int, SegmentTail] = field(default_factory=dict)
-    signature: Signature | None = None
-    changed_t: float = 0.0
-    state: str = "new"
-    detail: str = ""
-    emitted: bool = False
-    lost: bool = False
 
 
 class BucketWatcher:
@@ -153,7 +114,8 @@ class BucketWatcher:
         self.wake = threading.Event()  # ``run._stop_on_signals`` sets it with ``stop``
         self.claimer = claimer or Claimer(objects)
         self.ttl_sec = config.lease_timeout_sec
-        self.held: dict[str, Held] = {}
+        self.claims = HeldClaims(objects, self.claimer, self.ttl_sec)
+        self.held = self.claims.held  # the same dict: read it under ``claims.lock`` off-loop
         self.settled: set[str] = set()
         self.retired: dict[str, tuple[Signature, str]] = {}
         self.emitted = 0
@@ -163,95 +125,10 @@ class BucketWatcher:
         self._csv_due = False
         self._csv_emissions = -1
         self._next_reconcile = 0.0
-        self._lock = threading.Lock()
         self._random = random.Random()
         self.hooks: BucketHookRunner | None = None
         self.metrics = metrics
         self.counters = LoopCounters()
-
-    # -- claims ----------------------------------------------------------------------------
-    def _renew(self, experiment_id: str, held: Held) -> bool:
-        """Renew one claim now (the caller holds ``_lock``); False when it is lost."""
-        try:
-            held.claim = self.claimer.renew(held.claim)
-        except ClaimLost as exc:
-            logger.warning("%s; its work is left to that owner", exc)
-            held.lost = True
-            return False
-        except LedgerError as exc:
-            logger.warning("cannot renew the claim of %s (will retry): %s", experiment_id, exc)
-            return True
-        held.renewed_t = time.monotonic()
-        return True
-
-    def fence(self, experiment_id: str) -> None:
-        """Renew the experiment's claim before a write that must be this daemon's alone.
-
-        Raises:
-            ClaimLost: the claim is another owner's now, or this daemon holds none.
-            LedgerError: the store failed (the claim may still be ours: try again later).
-        """
-        with self._lock:
-            held = self.held.get(experiment_id)
-            if held is None or held.lost:
-                raise ClaimLost(f"{experiment_id}: this daemon holds no claim on it")
-            try:
-                held.claim = self.claimer.renew(held.claim)
-            except ClaimLost:
-                held.lost = True
-                raise
-            held.renewed_t = time.monotonic()
-
-    def _renewer(self) -> None:
-        """Thread: renew every claim held once a third of its ttl has gone by."""
-        every_sec = self.ttl_sec / 3
-        with ThreadPoolExecutor(RENEW_THREADS, thread_name_prefix="claim-renew") as pool:
-            while not self.stop.wait(min(MAX_WAIT_SEC, every_sec / 4)):
-                with self._lock:
-                    due = [
-                        (experiment_id, held)
-                        for experiment_id, held in self.held.items()
-                        if not held.lost and time.monotonic() - held.renewed_t >= every_sec
-                    ]
-                    list(pool.map(lambda item: self._renew(*item), due))
-
-    def _hold(
-        self, experiment_id: str, claims: dict[str, ObjectInfo], budget: list[int]
-    ) -> Held | None:
-        """The experiment's ``Held``, claiming it first when it may be claimed now."""
-        held = self.held.get(experiment_id)
-        if held is not None:
-            return held
-        key = claim_key(experiment_id)
-        info = claims.get(key)
-        if info is not None and self.claimer.watched_sec(key, info.etag) < self.ttl_sec:
-            return None  # another owner's, renewed within its ttl (or just seen)
-        if budget[0] <= 0 or len(self.held) >= MAX_HELD_CLAIMS:
-            return None
-        budget[0] -= 1
-        try:
-            claim = self.claimer.claim(experiment_id, self.ttl_sec)
-        except LedgerError as exc:
-            self._report_once(experiment_id, f"cannot claim it: {exc}")
-            return None
-        if claim is None:
-            return None
-        logger.debug("claimed %s (term %d)", experiment_id, claim.term)
-        held = Held(claim, renewed_t=time.monotonic(), changed_t=time.monotonic())
-        with self._lock:
-            self.held[experiment_id] = held
-        return held
-
-    def _let_go(self, experiment_id: str, *, release: bool = True) -> None:
-        """Stop holding an experiment; write its claim released unless it was lost."""
-        with self._lock:
-            held = self.held.pop(experiment_id, None)
-        if held is None or held.lost or not release:
-            return
-        try:
-            self.claimer.release(held.claim)
-        except LedgerError as exc:
-            logger.warning("cannot release the claim of %s (it expires): %s", experiment_id, exc)
 
     # -- one poll ----------------------------------------------------------------------------
     def poll(self) -> bool:
@@ -281,11 +158,11 @@ class BucketWatcher:
                 if "@" not in name and not self._owes_hook(name, emissions):
                     self._settle(name)
         for experiment_id in [e for e, h in self.held.items() if h.lost]:
-            self._let_go(experiment_id, release=False)
+            self.claims.let_go(experiment_id, release=False)
         present = set(ids)
         for experiment_id in [e for e in self.held if e not in present]:
             logger.info("%s: its objects are gone; not watched any more", experiment_id)
-            self._let_go(experiment_id)
+            self.claims.let_go(experiment_id)
         todo = [e for e in ids if e not in self.settled and (full or e not in self.retired)]
         self._random.shuffle(todo)
         todo.sort(key=lambda e: e not in self.held)  # the ones held first, then a random order
@@ -330,7 +207,7 @@ class BucketWatcher:
                     return
                 del self.retired[experiment_id]
                 logger.info("%s changed; reading it again", experiment_id)
-            held = self._hold(experiment_id, claims, budget)
+            held = self.claims.take(experiment_id, claims, budget, self._report_once)
             if held is None:
                 return
             if self.objects.head(emission_key(experiment_id)) is not None:
@@ -362,14 +239,7 @@ class BucketWatcher:
         self.settled.add(experiment_id)
         self.retired.pop(experiment_id, None)
         self._hook_owed.pop(experiment_id, None)
-        with self._lock:
-            held = self.held.pop(experiment_id, None)
-        if held is None or held.lost:
-            return
-        try:
-            self.objects.delete(held.claim.key)
-        except LedgerError as exc:
-            logger.warning("cannot delete the claim of %s: %s", experiment_id, exc)
+        self.claims.drop(experiment_id)
 
     def _after_emission(
         self,
@@ -382,7 +252,7 @@ class BucketWatcher:
         if not self._owes_hook(experiment_id, emissions):
             self._settle(experiment_id)
             return
-        held = self._hold(experiment_id, claims, budget)
+        held = self.claims.take(experiment_id, claims, budget, self._report_once)
         if held is None or held.lost or self.hooks is None:
             return
         held.emitted = True
@@ -420,7 +290,7 @@ class BucketWatcher:
                 why = state if state != "stale" else f"stale ({idle_sec:.0f} s idle)"
                 logger.info("%s is %s; released until its objects change", experiment_id, why)
                 self.retired[experiment_id] = (signature, state)
-                self._let_go(experiment_id)
+                self.claims.let_go(experiment_id)
             return
         held.signature, held.changed_t = signature, now
         mark, started = self.counters.mark(held.tails), time.perf_counter()
@@ -458,7 +328,7 @@ class BucketWatcher:
 
         ``marker_t``: when the last marker was written, by the store's clock (``/metrics``).
         """
-        self.fence(experiment_id)
+        self.claims.fence(experiment_id)
         put = put_result(self.objects, result)
         if put.action == "kept":
             logger.warning(
@@ -522,7 +392,7 @@ class BucketWatcher:
         """Hand ``/metrics`` a snapshot of what this poll left (``daemon.bucket_metrics``)."""
         if self.metrics is None:
             return
-        with self._lock:
+        with self.claims.lock:
             held = {e: (h.state, h.emitted, h.changed_t, h.tails) for e, h in self.held.items()}
         hooks = self.hooks
         self.metrics.publish(
@@ -564,13 +434,15 @@ class BucketWatcher:
             self.hooks = BucketHookRunner(
                 self.objects,
                 argv,
-                fence=self.fence,
+                fence=self.claims.fence,
                 holder=self.claimer.owner,
                 max_attempts=self.config.hook_max_attempts,
                 backoff_sec=self.config.hook_backoff_sec,
                 timeout_sec=self.config.hook_timeout_sec,
             )
-        renewer = threading.Thread(target=self._renewer, name="claim-renewer", daemon=True)
+        renewer = threading.Thread(
+            target=self.claims.renew_forever, args=(self.stop,), name="claim-renewer", daemon=True
+        )
         renewer.start()
         try:
             while not self.stop.is_set():
@@ -593,7 +465,7 @@ class BucketWatcher:
             if self.hooks is not None:
                 self.hooks.close(grace_sec=0.8)
             for experiment_id in list(self.held):
-                self._let_go(experiment_id)
+                self.claims.let_go(experiment_id)
         logger.info("stopping")
         return 0
 
