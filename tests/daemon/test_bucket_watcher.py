@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import random
 import stat
 import sys
 import threading
@@ -26,9 +27,12 @@ import pytest
 
 from energy_ledger.daemon.bucket_watcher import BucketWatcher
 from energy_ledger.daemon.config import WatchConfig
+from energy_ledger.exceptions import LedgerError
 from energy_ledger.pipeline_objects import replay_url
 from energy_ledger.store.bucket_claims import ClaimBody, Claimer, read_emission, record_emission
 from energy_ledger.store.objects import LocalObjects
+from energy_ledger.store.objectstore import ObjectInfo
+from energy_ledger.store.probe import PROBE_PREFIX
 from energy_ledger.store.segments import SegmentedLogWriter, marker_key, segments_prefix
 from tests.helpers import write_segmented_experiment
 
@@ -316,3 +320,83 @@ def test_a_hook_owed_by_a_dead_emitter_is_run_once(tmp_path: Path) -> None:
         wait_for(lambda: objects.head("emissions/owed@done.json"))
         time.sleep(10 * POLL_SEC)
     assert [line[:2] for line in hook_lines(out)] == [["e" * 32, "owed"]]
+
+
+class FlakyObjects(LocalObjects):
+    """``LocalObjects`` whose requests fail at random with a ``LedgerError``: before anything
+    happens, or, for a put or delete, after it landed (a lost answer, as after a timeout)."""
+
+    def __init__(self, root: Path, seed: int, rate: float = 0.08) -> None:
+        super().__init__(root)
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        self.rate = rate
+        self.failures = 0
+
+    def _fail(self, what: str, key: str = "") -> None:
+        if key.startswith(PROBE_PREFIX):
+            return  # the start-up probe is spared: a daemon that cannot probe does not start
+        with self._rng_lock:
+            fail = self._rng.random() < self.rate
+            if fail:
+                self.failures += 1
+        if fail:
+            raise LedgerError(f"injected failure of {what}")
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        self._fail("list")
+        return super().list(prefix)
+
+    def list_folders(self, prefix: str = "") -> list[str]:
+        self._fail("list_folders")
+        return super().list_folders(prefix)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        self._fail("head", key)
+        return super().head(key)
+
+    def get(self, key: str, start: int = 0) -> bytes:
+        self._fail("get", key)
+        return super().get(key, start)
+
+    def put(
+        self, key: str, data: bytes, *, create: bool = False, if_match: str | None = None
+    ) -> ObjectInfo:
+        self._fail("put", key)
+        info = super().put(key, data, create=create, if_match=if_match)
+        self._fail("put's answer", key)
+        return info
+
+    def delete(self, key: str) -> None:
+        self._fail("delete", key)
+        super().delete(key)
+        self._fail("delete's answer", key)
+
+
+def test_a_failing_store_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
+    """Two daemons on a store that fails one request in twelve, lost answers included: every
+    experiment is emitted once, and every hook runs once."""
+    root = tmp_path / "root"
+    root.mkdir()
+    ids = [f"flaky-{n:02d}" for n in range(16)]
+    for experiment_id in ids:
+        write_segmented_experiment(LocalObjects(root), experiment_id, processes=2, requests=12)
+    hook, out = hook_script(tmp_path)
+    one, two = FlakyObjects(root, seed=1), FlakyObjects(root, seed=2)
+    with (
+        watching(one, on_emit=hook, lease_timeout_sec=1.0),
+        watching(two, on_emit=hook, lease_timeout_sec=1.0),
+    ):
+        plain = LocalObjects(root)
+        wait_for(lambda: all(plain.head(f"emissions/{e}@done.json") for e in ids), 90)
+        time.sleep(10 * POLL_SEC)
+    assert one.failures + two.failures > 20  # the failures did happen
+    assert sorted(line[1] for line in hook_lines(out)) == ids
+    for experiment_id in ids:
+        record = read_emission(plain, experiment_id)
+        assert record is not None
+        assert [line[0] for line in hook_lines(out) if line[1] == experiment_id] == [
+            record.body["emission_id"]
+        ]
+    attempts = [i.key for i in plain.list("emissions/") if "@attempt-" in i.key]
+    assert len(attempts) == len(ids)

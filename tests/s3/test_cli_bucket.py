@@ -76,7 +76,6 @@ def test_replay_status_validate_recover_on_a_bucket(s3_url: str, s3_env: dict[st
 @pytest.mark.parametrize(
     "args",
     [
-        ("report", "{url}"),
         ("show", "{url}"),
         ("export", "{url}", "--format", "parquet"),
         ("replay", "{url}", "--report"),

@@ -1,11 +1,13 @@
 """``energy-ledger report``: the HTML report of one experiment, or the comparison of a root.
 
-A thin wrapper over ``report.build``; ``replay --report`` calls ``write_after_replay`` here.
+A thin wrapper over ``report.build`` (a folder) and ``report.bucket`` (a bucket URL);
+``replay --report`` calls ``write_root`` here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,17 +21,22 @@ from energy_ledger.cli.app import (
     JsonFlag,
     app,
     err,
-    local_only,
     out,
     print_json,
+    root_of,
 )
 
 PngFlag = Annotated[bool, typer.Option("--png", help="Also write every figure as a PNG file.")]
 SvgFlag = Annotated[bool, typer.Option("--svg", help="Also write every figure as an SVG file.")]
 
 
-def _is_root(path: Path) -> bool:
-    """A results root holds ``raw/``; an experiment folder is ``ROOT/raw/<id>``."""
+def _is_root(path: Path | str) -> bool:
+    """A results root holds ``raw/``; an experiment is ``ROOT/raw/<id>`` (on a bucket, a URL
+    that ends so)."""
+    if isinstance(path, str):
+        from energy_ledger.report.bucket import is_experiment_url
+
+        return not is_experiment_url(path)
     return (path / "raw").is_dir() or (path / "aggregated").is_dir()
 
 
@@ -47,36 +54,63 @@ def _say(w: Any) -> None:
         out.print(f"  figure {f}")
 
 
+def _root_writer(root: Path | str, experiments: bool) -> tuple[list[str], Callable[..., Any]]:
+    """The emitted ids of a root (when ``experiments``) and its ``write_root_reports``."""
+    if isinstance(root, Path):
+        from energy_ledger.report.build import emitted_ids, write_root_reports
+
+        ids = emitted_ids(root) if experiments else []
+        return ids, functools.partial(write_root_reports, root)
+    from energy_ledger.report.bucket import (
+        bucket_emitted_ids,
+        open_report_root,
+        write_bucket_root_reports,
+    )
+
+    objects = open_report_root(root)
+    ids = bucket_emitted_ids(objects) if experiments else []
+    return ids, functools.partial(write_bucket_root_reports, objects)
+
+
 def write_root(
-    root: Path,
-    experiment_ids: Sequence[str],
+    root: Path | str,
+    experiment_ids: Sequence[str] | None,
     *,
     png: bool,
     svg: bool,
     quiet: bool,
 ) -> Any:
-    """Write the given experiments' pages and the comparison page, with progress on a terminal."""
-    from energy_ledger.report.build import write_root_reports
-
-    if len(experiment_ids) > PROGRESS_THRESHOLD and err.is_terminal and not quiet:
+    """Write the given experiments' pages (``None``: every emitted one) and the comparison
+    page, with progress on a terminal."""
+    emitted, write = _root_writer(root, experiment_ids is None)
+    ids = emitted if experiment_ids is None else experiment_ids
+    if len(ids) > PROGRESS_THRESHOLD and err.is_terminal and not quiet:
         from rich.progress import Progress
 
         with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("writing reports", total=len(experiment_ids))
-            return write_root_reports(
-                root, experiment_ids, png=png, svg=svg, progress=lambda _i: bar.advance(task)
-            )
-    return write_root_reports(root, experiment_ids, png=png, svg=svg)
+            task = bar.add_task("writing reports", total=len(ids))
+            return write(ids, png=png, svg=svg, progress=lambda _i: bar.advance(task))
+    return write(ids, png=png, svg=svg)
+
+
+def _write_experiment(path: Path | str, *, png: bool, svg: bool) -> Any:
+    if isinstance(path, Path):
+        from energy_ledger.report.build import write_experiment_report
+
+        return write_experiment_report(path, png=png, svg=svg)
+    from energy_ledger.report.bucket import write_url_experiment_report
+
+    return write_url_experiment_report(path, png=png, svg=svg)
 
 
 @app.command(cls=Command)
 def report(
     path: Annotated[
-        Path,
+        str,
         typer.Argument(
-            help="An experiment folder (ROOT/raw/<id>), or a results root.",
+            help="An experiment (ROOT/raw/<id>), or a results root: a folder, or a bucket URL "
+            "(s3://bucket/prefix, gs://, az://).",
             metavar="PATH",
-            callback=local_only,
         ),
     ],
     experiments: Annotated[
@@ -93,16 +127,15 @@ def report(
 
     For ROOT/raw/<id>: aggregated/<id>.report.html (a PARTIAL page when the experiment is not
     complete; exit 1). For ROOT: aggregated/report.html comparing every emitted result (exit 1
-    when a result could not be read).
+    when a result could not be read). On a bucket root the pages are objects under the root's
+    aggregated/, replaced only when their bytes change.
     """
     from energy_ledger.report.extra import require_report_libraries
 
     require_report_libraries()
-    from energy_ledger.report.build import emitted_ids, write_experiment_report
-
-    if _is_root(path):
-        ids = emitted_ids(path) if experiments else []
-        done = write_root(path, ids, png=png, svg=svg, quiet=as_json)
+    target = root_of(path)
+    if _is_root(target):
+        done = write_root(target, None if experiments else [], png=png, svg=svg, quiet=as_json)
         code = EXIT_NOT_COMPLETE if done.problems else EXIT_OK
         if as_json:
             print_json(
@@ -120,7 +153,7 @@ def report(
         for problem in done.problems:
             err.print(f"problem: {problem}")
         raise typer.Exit(code)
-    written = write_experiment_report(path, png=png, svg=svg)
+    written = _write_experiment(target, png=png, svg=svg)
     partial = written.partial
     code = EXIT_NOT_COMPLETE if partial else EXIT_OK
     if as_json:

@@ -69,7 +69,8 @@ def replay(
     if report:
         if not isinstance(root, Path):
             raise LedgerError(
-                f"{root}: --report needs a local root (pages are not written to a bucket yet)"
+                f"{root}: replay --report needs a local root; on a bucket, run "
+                f"`energy-ledger report {root}` after the replay"
             )
         from energy_ledger.report.extra import require_report_libraries
 

@@ -81,12 +81,15 @@ from energy_ledger.store.bucket_results import (
 )
 from energy_ledger.store.exporters import csv_row
 from energy_ledger.store.layout import RAW_DIR, experiment_key, is_valid_experiment_id
-from energy_ledger.store.objectstore import ObjectInfo, ObjectStore
-from energy_ledger.store.probe import probe_conditional_writes
+from energy_ledger.store.objectstore import NotingFailures, ObjectInfo, ObjectStore
+from energy_ledger.store.probe import ConditionalWritesUnsupported, probe_conditional_writes
 
 __all__ = ["BucketWatcher"]
 
 logger = logging.getLogger(__name__)
+
+PROBE_ATTEMPTS = 3
+"""Start-ups of the conditional-write probe when the store fails (not when it is refused)."""
 
 
 class BucketWatcher:
@@ -97,6 +100,9 @@ class BucketWatcher:
         config: the watch settings; ``lease_timeout_sec`` is the claims' ttl.
         stop_event: set it to stop (``run.run_watch`` sets it on SIGTERM/SIGINT).
         claimer: this daemon's claimer (its owner id); a new one by default.
+        metrics: where to publish what ``/metrics`` shows (``daemon.bucket_metrics``).
+        probed: the store was probed already (``run.check_bucket_startup``); ``run()`` probes
+            it otherwise.
     """
 
     def __init__(
@@ -107,6 +113,7 @@ class BucketWatcher:
         *,
         claimer: Claimer | None = None,
         metrics: SnapshotBox | None = None,
+        probed: bool = False,
     ) -> None:
         self.objects = objects
         self.config = config
@@ -129,6 +136,7 @@ class BucketWatcher:
         self.hooks: BucketHookRunner | None = None
         self.metrics = metrics
         self.counters = LoopCounters()
+        self.probed = probed
 
     # -- one poll ----------------------------------------------------------------------------
     def poll(self) -> bool:
@@ -294,15 +302,24 @@ class BucketWatcher:
             return
         held.signature, held.changed_t = signature, now
         mark, started = self.counters.mark(held.tails), time.perf_counter()
+        watched = NotingFailures(self.objects)
         try:
             scan = scan_bucket_experiment(
-                self.objects, experiment_id, listing=objs, segment_tails=held.tails
+                watched, experiment_id, listing=objs, segment_tails=held.tails
             )
         except LedgerError as exc:
-            held.state, held.detail = "invalid", str(exc)
-            self._report_once(experiment_id, f"invalid: {exc}")
-            return
+            scan = None
+            if watched.failed is None:
+                held.state, held.detail = "invalid", str(exc)
+                self._report_once(experiment_id, f"invalid: {exc}")
         self.counters.scanned(held.tails, mark, time.perf_counter() - started)
+        if watched.failed is not None:
+            # The store failed under the scan: no verdict on the experiment; read it again at
+            # the next poll (its cursors keep what they had read).
+            held.signature = None
+            self._report_once(experiment_id, f"cannot read it (trying again): {watched.failed}")
+            return
+        assert scan is not None
         report = scan.report
         held.state, held.detail = report.state, report.error_message or ""
         if not report.is_complete:
@@ -414,6 +431,21 @@ class BucketWatcher:
             logger.warning("%s: %s", experiment_id, message)
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def _probe(self) -> None:
+        """``probe_conditional_writes``, tried again after a failure of the store itself (a
+        timeout, a 5xx): ``PROBE_ATTEMPTS`` times, a second apart. A store that ignores a
+        condition is refused at once."""
+        for attempt in range(1, PROBE_ATTEMPTS + 1):
+            try:
+                probe_conditional_writes(self.objects)
+                return
+            except ConditionalWritesUnsupported:
+                raise
+            except LedgerError as exc:
+                if attempt == PROBE_ATTEMPTS or self.stop.wait(1.0):
+                    raise
+                logger.warning("probe of %s failed (trying again): %s", self.objects.url, exc)
+
     def run(self) -> int:
         """Probe the store, then poll every ``poll_interval_sec`` until stopped; exit status 0.
 
@@ -421,7 +453,8 @@ class BucketWatcher:
             LedgerError: the store ignores conditional writes (``ConditionalWritesUnsupported``)
                 or cannot be written at all.
         """
-        probe_conditional_writes(self.objects)
+        if not self.probed:
+            self._probe()
         logger.info(
             "watching %s as %s (polling every %g s, claims expire after %g s)",
             self.objects.url,

@@ -165,7 +165,7 @@ def run_watch(
     try:
         watcher: Watcher | BucketWatcher
         if objects is not None:
-            watcher = BucketWatcher(objects, config, stop, metrics=box)
+            watcher = BucketWatcher(objects, config, stop, metrics=box, probed=True)
         else:
             watcher = Watcher(root, config, stop, metrics=box)
         with _stop_on_signals(watcher.stop, watcher.wake):

@@ -23,11 +23,12 @@ listing out of it (``experiment_objects``) instead of listing again.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from energy_ledger.core.completeness import ProcessEvidence, check_completeness
 from energy_ledger.core.marker import Marker, SegmentedMarker
+from energy_ledger.core.replay import Observer
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.store.layout import (
     RAW_DIR,
@@ -83,6 +84,7 @@ def scan_bucket_experiment(
     strict: bool = True,
     expected_processes: int | None = None,
     segment_tails: dict[int, SegmentTail] | None = None,
+    observe: Callable[[int], Observer] | None = None,
 ) -> ObjectScan:
     """Read one experiment of an object store root and check its completeness.
 
@@ -94,6 +96,9 @@ def scan_bucket_experiment(
         strict: reject corrupt lines (``True``) or skip them and go on (``False``, ``recover``).
         expected_processes: override the world size the logs declare.
         segment_tails: per-index cursors to resume from (updated in place).
+        observe: for a process whose tail is made here (none given for it), the observer its
+            replay cursor calls with every batch of events folded (``core.timeline``), by
+            process index: the report's power timeline, as ``store.reader.scan_experiment``.
 
     Raises:
         UnsafePathError: ``experiment_id`` is not a valid id.
@@ -140,6 +145,7 @@ def scan_bucket_experiment(
                 tails,
                 read_marker=None if marker is None else _marker_reader(objects, marker, url),
                 strict=strict,
+                observe=observe,
                 where=f"{objects.url}/{seg_prefix}",
             )
         )

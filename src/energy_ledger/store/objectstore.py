@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import builtins
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from energy_ledger.exceptions import LedgerError, UnsafePathError
+
+_T = TypeVar("_T")
 
 URL_SCHEMES = ("s3://", "gs://", "az://")
 """Roots spelled with these prefixes are buckets (``store.remote``); others are local paths."""
@@ -136,8 +139,58 @@ def check_key(key: str) -> str:
     return key
 
 
+class NotingFailures:
+    """An ``ObjectStore`` passed through, noting the last failure of the store itself.
+
+    A scan turns a read that failed into a verdict on the experiment ("cannot read ..."),
+    which is right for a one-shot command. A daemon must tell that apart from what the
+    experiment holds: a timeout or a 5xx says nothing about it, and the scan should simply be
+    tried again. ``failed`` is the message of the last ``LedgerError`` raised by a call, a
+    refused condition (``PreconditionFailed``) and a missing object (``ObjectNotFound``)
+    excepted: those are answers, not failures.
+    """
+
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+        self.failed: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.objects.url
+
+    def _call(self, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except (ObjectNotFound, PreconditionFailed):
+            raise
+        except LedgerError as exc:
+            self.failed = str(exc)
+            raise
+
+    def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
+        return self._call(lambda: self.objects.list(prefix))
+
+    def list_folders(self, prefix: str = "") -> builtins.list[str]:
+        return self._call(lambda: self.objects.list_folders(prefix))
+
+    def head(self, key: str) -> ObjectInfo | None:
+        return self._call(lambda: self.objects.head(key))
+
+    def get(self, key: str, start: int = 0) -> bytes:
+        return self._call(lambda: self.objects.get(key, start))
+
+    def put(
+        self, key: str, data: bytes, *, create: bool = False, if_match: str | None = None
+    ) -> ObjectInfo:
+        return self._call(lambda: self.objects.put(key, data, create=create, if_match=if_match))
+
+    def delete(self, key: str) -> None:
+        self._call(lambda: self.objects.delete(key))
+
+
 __all__ = [
     "URL_SCHEMES",
+    "NotingFailures",
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStore",
