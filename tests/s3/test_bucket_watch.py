@@ -22,9 +22,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -32,7 +30,7 @@ import pytest
 from energy_ledger.store.bucket_claims import read_emission
 from energy_ledger.store.objects import open_objects
 from energy_ledger.store.objectstore import ObjectStore
-from tests.helpers import child_env, write_segmented_experiment
+from tests.helpers import child_env, wait_for, write_segmented_experiment
 from tests.s3.fake import FakeS3
 from tests.s3.server import SeaweedServer
 
@@ -77,16 +75,6 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait(timeout=30)
 
 
-def wait_for(what: Callable[[], Any], timeout_sec: float, why: str) -> Any:
-    deadline = time.monotonic() + timeout_sec
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_sec} s: {why}")
-
-
 def keys(objects: ObjectStore, prefix: str) -> set[str]:
     return {info.key for info in objects.list(prefix)}
 
@@ -121,7 +109,7 @@ def test_a_daemon_emits_what_recorders_write_while_it_watches(
             _, err = rank.communicate(timeout=120)
             assert rank.returncode == 0, err
         objects = open_objects(s3_url)
-        wait_for(lambda: hook_lines(out), 60, "the hook's run")
+        wait_for(lambda: hook_lines(out), "the hook's run", 60)
     finally:
         code = stop(daemon)
     text = log.read_text()
@@ -174,7 +162,7 @@ def test_three_daemons_and_random_kills_emit_each_experiment_once(
             daemons[victim] = start_daemon(s3_url, s3_env, logs[victim], *args)
         writer.join(timeout=60)
         assert not writer_error, writer_error
-        wait_for(lambda: done() == len(experiments), 150, "a @done marker per experiment")
+        wait_for(lambda: done() == len(experiments), "a @done marker per experiment", 150)
         time.sleep(1.0)  # a rerun, were there one, would have time to show
     finally:
         codes = [stop(daemon) for daemon in daemons]
@@ -250,11 +238,11 @@ def test_metrics_of_a_bucket_daemon(
     try:
         line = wait_for(
             lambda: next((x for x in log.read_text().splitlines() if "serving metrics" in x), ""),
-            30,
             "the metrics server's address in the log",
+            30,
         )
         url = line.rsplit(" ", 1)[-1]
-        wait_for(lambda: objects.head("emissions/done-b.json"), 30, "both emissions")
+        wait_for(lambda: objects.head("emissions/done-b.json"), "both emissions", 30)
 
         def samples() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
             text = urllib.request.urlopen(url, timeout=5).read().decode()
@@ -267,7 +255,7 @@ def test_metrics_of_a_bucket_daemon(
         def state(name: str) -> float:
             return samples().get(("energy_ledger_experiments", frozenset({("state", name)})), -1)
 
-        wait_for(lambda: state("emitted") == 2, 30, "two emitted in /metrics")
+        wait_for(lambda: state("emitted") == 2, "two emitted in /metrics", 30)
         got = samples()
     finally:
         code = stop(daemon)
