@@ -263,17 +263,35 @@ def _bench_poll(report: Report, objects: Any, experiments: int) -> None:
     emitted (``BucketWatcher.poll`` in this process)."""
     import threading
 
+    from tests.helpers import write_segmented_experiment
+
     from energy_ledger.daemon.bucket_watcher import BucketWatcher
     from energy_ledger.daemon.config import WatchConfig
+    from energy_ledger.store.segments import marker_key, segments_prefix
 
     counted = _Counted(objects)
     watcher = BucketWatcher(counted, WatchConfig(), threading.Event())
-    for kind in ("full", "idle"):
+
+    def poll(what: str) -> None:
         counted.calls.clear()
         started = time.perf_counter()
         watcher.poll()
         sec = time.perf_counter() - started
         calls = ", ".join(f"{n} {name}" for name, n in sorted(counted.calls.items()))
-        report.add(SECTION, f"one {kind} poll of a root of {experiments} emitted experiments",
+        report.add(SECTION, what,
                    f"{sec * 1000:.0f} ms, {sum(counted.calls.values())} requests ({calls})",
                    figures={"sec": sec, "requests": dict(counted.calls)})  # fmt: skip
+
+    poll(f"one full poll (lists emissions/ too) of a root of {experiments} emitted experiments")
+    poll(f"one idle poll of that root ({experiments} emitted experiments)")
+    # A running experiment: its last segment and its marker not written yet.
+    write_segmented_experiment(objects, "running", processes=1, requests=200)
+    last = objects.list(segments_prefix("running", 0))[-1]
+    held_back = objects.get(last.key), objects.get(marker_key("running", 0))
+    objects.delete(last.key)
+    objects.delete(marker_key("running", 0))
+    watcher.poll()  # claims it, reads its segments
+    objects.put(last.key, held_back[0], create=True)
+    poll("one poll after a new segment of an experiment the daemon holds")
+    objects.put(marker_key("running", 0), held_back[1], create=True)
+    poll("one poll after its marker: the result and the emission record written")
