@@ -7,10 +7,11 @@ does on a folder, with the same scan shape (``store.bucket_reader``) and the sam
 gives; its outputs are conditional writes (``store.bucket_results``) instead of files replaced
 under a lock. What differs from a folder root, and why:
 
-- **Up to date means equal bytes.** Each replay reads every experiment's segments again and
-  compares the result it derives with the object there. A folder root skips that with a
-  digest of each experiment's listing kept in the CSV's sources file; a bucket root keeps no
-  such file yet.
+- **Unchanged experiments are not read.** A replay keeps what it derived in
+  ``aggregated/.results.csv.sources`` (``store.bucket_sources``), as a folder root keeps its
+  sources file: an experiment whose listing, result ETag and energy-ledger version are those
+  recorded is up to date without a read. Otherwise (and with ``force``) up to date means equal
+  bytes: the result derived is compared with the object there.
 - **Serial.** ``replay_root(url, jobs=N)`` replays one experiment after another: the workers
   of ``store.parallel`` read files.
 - **No time series.** The Parquet files are not written to a bucket, so a result's
@@ -51,6 +52,12 @@ from energy_ledger.store.bucket_results import (
     remove_partial,
     result_key,
     sync_bucket_csv,
+)
+from energy_ledger.store.bucket_sources import (
+    Source,
+    listing_digest,
+    read_bucket_sources,
+    write_bucket_sources,
 )
 from energy_ledger.store.exporters import csv_row
 from energy_ledger.store.layout import AGGREGATED_DIR, RAW_DIR, is_valid_experiment_id
@@ -190,16 +197,20 @@ def replay_objects(
         logger.warning("raw/%s: %s", outcome.experiment_id, outcome.detail)
     outputs = {info.key: info for info in objects.list(OUTPUTS_PREFIX)}
     known: dict[str, tuple[str, tuple[str, ...]]] = {}
+    sources = {} if force else read_bucket_sources(objects)
+    derived: dict[str, Source] = {}
     try:
         for experiment_id in listing.experiment_ids:
-            outcome = process_object_experiment(
-                objects,
-                experiment_id,
-                listing=experiment_objects(raw, experiment_id),
-                outputs=outputs,
-                force=force,
-                known=known,
+            objs = experiment_objects(raw, experiment_id)
+            inputs = listing_digest(objs)
+            unchanged = _unchanged(objects, experiment_id, sources.get(experiment_id), inputs,
+                                   outputs, known)  # fmt: skip
+            outcome = unchanged or process_object_experiment(
+                objects, experiment_id, listing=objs, outputs=outputs, force=force, known=known
             )
+            held = known.get(result_key(experiment_id))
+            if outcome.action in ("written", "up-to-date") and held is not None:
+                derived[experiment_id] = Source(inputs, held[0], held[1])
             outcomes.append(outcome)
             if progress is not None:
                 progress(outcome)
@@ -210,7 +221,29 @@ def replay_objects(
             failed = f"cannot rebuild {objects.url}/{CSV_KEY}: {exc}"
             logger.error("%s", failed)
             outcomes = not_in_csv(outcomes, failed)
+        if derived != sources:
+            write_bucket_sources(objects, derived)
     return outcomes
+
+
+def _unchanged(
+    objects: ObjectStore,
+    experiment_id: str,
+    source: Source | None,
+    inputs: str,
+    outputs: dict[str, ObjectInfo],
+    known: dict[str, tuple[str, tuple[str, ...]]],
+) -> Outcome | None:
+    """Up to date without a read (``store.bucket_sources``): the same inputs, the very result
+    object derived from them, no partial result beside it; ``None`` otherwise."""
+    key = result_key(experiment_id)
+    current = outputs.get(key)
+    if source is None or source.inputs != inputs or current is None:
+        return None
+    if current.etag != source.result_etag or result_key(experiment_id, partial=True) in outputs:
+        return None
+    known[key] = (current.etag, source.row)
+    return Outcome(experiment_id, "complete", "up-to-date", "", url=f"{objects.url}/{key}")
 
 
 def process_object_experiment(

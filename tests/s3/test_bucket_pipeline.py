@@ -180,6 +180,7 @@ class TestReplay:
         keys = list(keys_of(whole))
         assert keys and all(k.startswith(("root/raw/", "root/aggregated/")) for k in keys)
         assert sorted(k for k in keys if k.startswith("root/aggregated/")) == [
+            "root/aggregated/.results.csv.sources",
             "root/aggregated/a.json",
             "root/aggregated/b.partial.json",
             "root/aggregated/results.csv",

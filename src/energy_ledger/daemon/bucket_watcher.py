@@ -33,9 +33,14 @@ and the loop is built on those (docs/object-storage.md, "Running N daemons"):
   ``stale_after_sec``) are released and not claimed again by this daemon until their listing
   changes, which it looks at on full polls only.
 
-What a folder daemon has and this one has not yet: ``status.json``, ``/metrics``, report pages
-and partial results of stale experiments (``--recover-stale``); ``watch`` refuses those options
-on a bucket root with a message.
+- **A store failure under a scan** (a timeout, a 5xx: ``store.objectstore.NotingFailures``)
+  is no verdict on the experiment: it is read again at the next poll, never retired for it.
+- **/metrics** (``--metrics-port``): a snapshot published after every poll
+  (``daemon.bucket_metrics``).
+
+What a folder daemon has and this one has not yet: ``status.json``, report pages and partial
+results of stale experiments (``--recover-stale``); ``watch`` refuses those options on a
+bucket root with a message.
 """
 
 from __future__ import annotations
