@@ -6,7 +6,8 @@
 - Replay throughput: one 4-process experiment (about 200k events full, 20k quick, a few
   hundred smoke) written as segments (``tests.helpers.write_segmented_experiment``) into the
   bucket and, with the same function, into a local folder; ``replay_root(url, force=True)``
-  against ``replay_root(folder, force=True)``, interleaved, medians of 3, and their ratio.
+  against ``replay_root(folder, force=True)``, interleaved, medians of 3, and their ratio; then
+  ``replay_root(url)`` unforced, which the sources object lets skip the unchanged experiment.
 
 - Marker-to-result latency: one ``energy-ledger watch s3://...`` daemon with 1 s polling, on
   a bucket that already holds 100 emitted experiments; one-process experiments are written one
@@ -171,6 +172,9 @@ def _bench_replay(report: Report, sizes: Sizes, server: Any, bucket: str, work: 
                figures={"events": events, "median_sec": f})  # fmt: skip
     report.add(SECTION, "bucket / folder replay time", f"{b / f:.2f}x",
                figures={"ratio": b / f})  # fmt: skip
+    unchanged = _median(lambda: replay_root(url))
+    report.add(SECTION, "replay the bucket again, unchanged (its sources object: no segment read)",
+               f"{unchanged * 1000:.0f} ms median", figures={"median_sec": unchanged})  # fmt: skip
 
 
 LATENCY_EXPERIMENTS = {"full": 30, "quick": 10, "smoke": 3}
