@@ -39,8 +39,10 @@ MAX_NEW_CLAIMS_PER_POLL = 16
 """Claims a daemon takes in one poll: daemons that start together share the root's work (each
 takes its claims in its own random order) instead of the first one claiming everything."""
 MAX_HELD_CLAIMS = 64
-"""Claims a daemon holds at once: it takes no new one beyond them, leaving the rest of the
-root's work to other daemons, and its renewals (one put each per third of the ttl) stay few."""
+"""Claims on experiments not yet emitted that a daemon holds at once: it takes no new one
+beyond them, leaving the rest of the root's work to other daemons, and its renewals (one put
+each per third of the ttl) stay few. Claims kept while a hook runs do not count, so slow hooks
+never hold up emissions."""
 RENEW_THREADS = 8
 """Renewals sent at once: a round of ``MAX_HELD_CLAIMS`` renewals takes a few round trips."""
 MAX_WAIT_SEC = 0.5
@@ -119,7 +121,8 @@ class HeldClaims:
         info = claims.get(key)
         if info is not None and self.claimer.watched_sec(key, info.etag) < self.ttl_sec:
             return None  # another owner's, renewed within its ttl (or just seen)
-        if budget[0] <= 0 or len(self.held) >= MAX_HELD_CLAIMS:
+        working = sum(1 for h in self.held.values() if not h.emitted)
+        if budget[0] <= 0 or working >= MAX_HELD_CLAIMS:
             return None
         budget[0] -= 1
         try:
