@@ -88,3 +88,26 @@ def test_folder_only_commands_refuse_a_bucket(
     proc = cli(s3_env, *(a.format(url=s3_prefix_url) for a in args))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "bucket" in proc.stderr or "local" in proc.stderr, proc.stderr
+
+
+def test_status_names_the_claims_daemons_hold(s3_prefix_url: str, s3_env: dict[str, str]) -> None:
+    from energy_ledger.store.bucket_claims import Claimer
+
+    bucket = open_objects(s3_prefix_url)
+    write_segmented_experiment(bucket, "busy", processes=1)
+    write_segmented_experiment(bucket, "idle", processes=1)
+    claimer = Claimer(bucket, owner="gpu-host-7:4242:abc")
+    claim = claimer.claim("busy", ttl_sec=30.0)
+    assert claim is not None
+    shown = as_json(cli(s3_env, "status", s3_prefix_url, "--json"))
+    assert shown["daemon"] == {
+        "claims": [
+            {"experiment_id": "busy", "owner": "gpu-host-7:4242:abc", "term": 1, "released": False}
+        ]
+    }
+    text = cli(s3_env, "status", s3_prefix_url).stdout
+    assert "daemons: 1 holding 1 claim(s)" in text
+    assert "busy: gpu-host-7:4242:abc (term 1)" in text
+    assert claimer.release(claim)
+    text = cli(s3_env, "status", s3_prefix_url).stdout
+    assert "daemons: 0 holding 0 claim(s)" in text

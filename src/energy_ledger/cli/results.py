@@ -248,7 +248,8 @@ def status(
             raise LedgerError(f"--interval must be a number of seconds > 0, got {interval:g}")
         if not isinstance(root, Path):
             raise LedgerError(
-                f"{root}: --watch needs a local root (the daemon on buckets comes later)"
+                f"{root}: status --watch needs a local root; a daemon on a bucket serves its "
+                "live figures with watch --metrics-port"
             )
         from energy_ledger.cli.live import watch_status
 
@@ -258,12 +259,14 @@ def status(
     from energy_ledger.pipeline import root_status
 
     rows = root_status(root)
-    daemon = None
+    daemon: dict[str, Any] | None = None
     if isinstance(root, Path):
         try:
             daemon = daemon_status(root) or None
         except (LedgerError, OSError):
             daemon = None
+    else:
+        daemon = _bucket_claims(root)
     done = all(r.state == "complete" and r.action == "emitted" for r in rows)
     code = EXIT_OK if done else EXIT_NOT_COMPLETE
     if as_json:
@@ -278,9 +281,39 @@ def status(
     lines = [(r.experiment_id, r.state, r.action, w) for r, w in zip(rows, why, strict=True)]
     print_table(f"status {root}", ("experiment", "state", "result", "why"), lines)
     if daemon:
-        for line in daemon_lines(daemon):
+        for line in daemon_lines(daemon) if isinstance(root, Path) else _claim_lines(daemon):
             out.print(line)
     raise typer.Exit(code)
+
+
+MAX_CLAIM_LINES = 20
+
+
+def _bucket_claims(url: str) -> dict[str, Any] | None:
+    """The claims the daemons on a bucket root hold now (``status --json``'s ``daemon``);
+    ``None`` when there are none."""
+    from energy_ledger.store.bucket_claims import list_claims
+    from energy_ledger.store.objects import open_objects
+
+    claims = [
+        {"experiment_id": e, "owner": b.owner, "term": b.term, "released": b.released}
+        if b is not None
+        else {"experiment_id": e, "owner": None, "term": None, "released": None}
+        for e, b in list_claims(open_objects(url))
+    ]
+    return {"claims": claims} if claims else None
+
+
+def _claim_lines(daemon: dict[str, Any]) -> list[str]:
+    claims = daemon["claims"]
+    held = [c for c in claims if c["owner"] is not None and not c["released"]]
+    owners = {c["owner"] for c in held}
+    lines = [f"daemons: {len(owners)} holding {len(held)} claim(s) on experiments in progress"]
+    for c in held[:MAX_CLAIM_LINES]:
+        lines.append(f"  {c['experiment_id']}: {c['owner']} (term {c['term']})")
+    if len(held) > MAX_CLAIM_LINES:
+        lines.append(f"  ... and {len(held) - MAX_CLAIM_LINES} more (--json lists them all)")
+    return lines
 
 
 @app.command(cls=Command)

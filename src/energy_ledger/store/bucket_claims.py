@@ -63,6 +63,7 @@ __all__ = [
     "Emission",
     "claim_key",
     "emission_key",
+    "list_claims",
     "new_owner_id",
     "read_emission",
     "record_emission",
@@ -491,3 +492,25 @@ def read_emission(objects: ObjectStore, experiment_id: str) -> Emission | None:
         return Emission.from_bytes(objects.get(key))
     except (ObjectNotFound, ValueError):
         return None
+
+
+def list_claims(objects: ObjectStore) -> list[tuple[str, ClaimBody | None]]:
+    """Every claim of a root, by experiment id, sorted: its body, ``None`` when unreadable.
+
+    One listing of ``claims/`` and one ``get`` per claim; a daemon deletes the claim of an
+    experiment it settled, so these are the experiments in progress (and released ones).
+
+    Raises:
+        LedgerError: the store cannot be listed.
+    """
+    found: list[tuple[str, ClaimBody | None]] = []
+    for info in objects.list(CLAIMS_PREFIX):
+        name = info.key.removeprefix(CLAIMS_PREFIX)
+        if "/" in name or not name.endswith(".json"):
+            continue
+        try:
+            body = _parse(objects.get(info.key))
+        except ObjectNotFound:
+            continue  # settled and deleted since the listing
+        found.append((name.removesuffix(".json"), body))
+    return found
