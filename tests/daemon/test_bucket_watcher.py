@@ -181,9 +181,9 @@ def test_a_live_owners_claim_is_left_alone(tmp_path: Path) -> None:
     objects = LocalObjects(tmp_path)
     write_segmented_experiment(objects, "busy", processes=1)
     other = Claimer(objects, owner="other-host:1:y")
-    claim = other.claim("busy", ttl_sec=0.6)
+    claim = other.claim("busy", ttl_sec=1.5)
     assert claim is not None
-    with watching(objects, lease_timeout_sec=0.6):
+    with watching(objects, lease_timeout_sec=1.5):
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:  # the other owner renews well within its ttl
             claim = other.renew(claim)
@@ -231,12 +231,12 @@ def test_claims_are_renewed_within_their_ttl(tmp_path: Path) -> None:
     write_segmented_experiment(objects, "long", processes=1)
     objects.delete(marker_key("long", 0))
     contender = Claimer(objects, owner="contender:1:z")
-    with watching(objects, lease_timeout_sec=0.6):
+    with watching(objects, lease_timeout_sec=1.5):
         wait_for(lambda: objects.head("claims/long.json"))
         first = claim_body(objects, "long").renewals
         deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:
-            assert contender.claim("long", ttl_sec=0.6) is None  # never expired
+            assert contender.claim("long", ttl_sec=1.5) is None  # never expired
             time.sleep(0.05)
         assert claim_body(objects, "long").renewals >= first + 3
 
