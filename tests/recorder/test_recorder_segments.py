@@ -24,7 +24,8 @@ from energy_ledger.recorder import recorder as recorder_module
 from energy_ledger.recorder.launch import LaunchInfo
 from energy_ledger.recorder.recorder import ProcessRecorder
 from energy_ledger.store.objects import LocalObjects, ObjectInfo
-from energy_ledger.store.segments import SegmentTail, marker_key, segment_evidence, segments_prefix
+from energy_ledger.store.segment_tail import SegmentTail, segment_evidence
+from energy_ledger.store.segments import marker_key, segments_prefix
 from tests.helpers import read_events, ticking_clock
 from tests.recorder.test_recorder import recorder
 

@@ -16,7 +16,8 @@ from energy_ledger.core.completeness import check_completeness
 from energy_ledger.core.marker import SegmentedMarker, parse_any_marker
 from energy_ledger.store.layout import experiment_key
 from energy_ledger.store.objects import open_objects
-from energy_ledger.store.segments import SegmentTail, marker_key, segment_evidence, segments_prefix
+from energy_ledger.store.segment_tail import SegmentTail, segment_evidence
+from energy_ledger.store.segments import marker_key, segments_prefix
 from tests.helpers import child_env
 from tests.s3.server import SeaweedServer
 

@@ -26,9 +26,9 @@ from energy_ledger.exceptions import LedgerError
 from energy_ledger.recorder.guard import LossGuard, is_write_failure
 from energy_ledger.store.objects import LocalObjects, ObjectInfo, PreconditionFailed
 from energy_ledger.store.reader import scan_experiment
+from energy_ledger.store.segment_tail import SegmentTail
 from energy_ledger.store.segments import (
     SegmentedLogWriter,
-    SegmentTail,
     marker_key,
     segment_key,
     segments_prefix,

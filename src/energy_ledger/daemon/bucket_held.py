@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from energy_ledger.exceptions import LedgerError
 from energy_ledger.store.bucket_claims import Claim, Claimer, ClaimLost, claim_key
 from energy_ledger.store.objectstore import ObjectInfo, ObjectStore
-from energy_ledger.store.segments import SegmentTail
+from energy_ledger.store.segment_tail import SegmentTail
 
 __all__ = [
     "MAX_HELD_CLAIMS",

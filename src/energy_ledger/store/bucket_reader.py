@@ -3,7 +3,7 @@
 A bucket cannot append, so what a bucket root holds is the segmented layout (docs/format.md
 §7): ``raw/<id>/process_<i>.segments/<n>.jsonl`` and a version-2 ``raw/<id>/process_<i>.done``.
 One ``list("raw/<id>/")`` serves every process of an experiment. Each process's segments are
-folded by a ``SegmentTail`` through ``segments.fold_segments``, the code the folder reader uses,
+folded by a ``SegmentTail`` through ``segment_tail.fold_segments``, the code the folder reader uses,
 each segment fetched once; its marker is fetched only when the listing shows it no larger than
 the bound its segment count allows (``core.marker.max_marker_bytes``). The evidence goes to the
 same completeness check, and the scan has the folder scan's shape (``store.scan.Scan``), so
@@ -45,7 +45,8 @@ from energy_ledger.store.scan import (
     marker_from_bytes,
     sort_names,
 )
-from energy_ledger.store.segments import MarkerReader, SegmentTail, fold_segments, segments_prefix
+from energy_ledger.store.segment_tail import MarkerReader, SegmentTail, fold_segments
+from energy_ledger.store.segments import segments_prefix
 
 __all__ = [
     "ObjectScan",

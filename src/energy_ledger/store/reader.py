@@ -11,7 +11,7 @@ by the completeness check). ``LogTail`` lives in ``store.tail``.
 A process may instead have written the segmented layout (``process_<i>.segments/`` and a
 version-2 marker, docs/format.md §7): the folder is then also listed as objects
 (``store.objects.LocalObjects``, one walk for all its processes) and each such process is read
-by a ``store.segments.SegmentTail``. A process with both a log and segments is invalid.
+by a ``store.segment_tail.SegmentTail``. A process with both a log and segments is invalid.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from energy_ledger.store.scan import (
     marker_from_bytes,
     sort_names,
 )
-from energy_ledger.store.segments import SegmentTail, fold_segments
+from energy_ledger.store.segment_tail import SegmentTail, fold_segments
 from energy_ledger.store.tail import LogTail as LogTail  # re-exported: it was defined here
 
 logger = logging.getLogger(__name__)
