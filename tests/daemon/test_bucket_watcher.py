@@ -105,6 +105,16 @@ def hook_lines(out: Path) -> list[list[str]]:
     return [line.split() for line in out.read_text().splitlines()]
 
 
+def corrupt_a_segment(objects: LocalObjects, experiment_id: str) -> tuple[str, bytes]:
+    """Replace process 0's second segment with one holding a line that is not JSON; its key
+    and its good bytes."""
+    segment = objects.list(segments_prefix(experiment_id, 0))[1].key
+    good = objects.get(segment)
+    objects.delete(segment)
+    objects.put(segment, good[:10] + b"{not json" + good[19:], create=True)
+    return segment, good
+
+
 def test_each_complete_experiment_is_emitted_once_with_a_replays_bytes(tmp_path: Path) -> None:
     objects = LocalObjects(tmp_path)
     write_segmented_experiment(objects, "a", processes=2)
@@ -200,10 +210,7 @@ def test_an_invalid_experiment_is_reported_once_and_released(
 ) -> None:
     objects = CountingObjects(tmp_path)
     write_segmented_experiment(objects, "broken", processes=1)
-    segment = objects.list(segments_prefix("broken", 0))[1].key
-    data = objects.get(segment)
-    objects.delete(segment)
-    objects.put(segment, data[:10] + b"{not json" + data[19:], create=True)
+    corrupt_a_segment(objects, "broken")
     with watching(objects) as watcher:
         wait_for(lambda: "broken" in watcher.retired)
         gets = sum(objects.gets.values())
@@ -290,10 +297,7 @@ def test_nothing_is_written_outside_the_root(tmp_path: Path) -> None:
 def test_a_retired_experiment_is_read_again_once_it_changes(tmp_path: Path) -> None:
     objects = LocalObjects(tmp_path)
     write_segmented_experiment(objects, "fixed", processes=1)
-    segment = objects.list(segments_prefix("fixed", 0))[1].key
-    good = objects.get(segment)
-    objects.delete(segment)
-    objects.put(segment, good[:10] + b"{not json" + good[19:], create=True)
+    segment, good = corrupt_a_segment(objects, "fixed")
     with watching(objects, reconcile_interval_sec=0.3) as watcher:
         wait_for(lambda: "fixed" in watcher.retired)
         objects.delete(segment)  # the segment is put right (copied again, say)

@@ -71,22 +71,19 @@ class SnapshotCollector:
             "When this daemon started, in Unix seconds.",
             value=snap.started_t,
         )
-        if snap.claims_held is None:
-            lease = GaugeMetricFamily(
-                PREFIX + "lease_held",
-                "1 while this daemon holds the root's lease.",
-                labels=["host"],
-            )
-            lease.add_metric([snap.host], float(snap.lease_held))
-            yield lease
-        else:
-            claims = GaugeMetricFamily(
-                PREFIX + "claims_held",
+        # A folder daemon holds the root's lease; one on a bucket holds claims instead.
+        name, doc, amount = (
+            ("lease_held", "1 while this daemon holds the root's lease.", float(snap.lease_held))
+            if snap.claims_held is None
+            else (
+                "claims_held",
                 "Claims on experiments this daemon holds (a bucket root).",
-                labels=["host"],
+                float(snap.claims_held),
             )
-            claims.add_metric([snap.host], float(snap.claims_held))
-            yield claims
+        )
+        held = GaugeMetricFamily(PREFIX + name, doc, labels=["host"])
+        held.add_metric([snap.host], amount)
+        yield held
         yield GaugeMetricFamily(
             PREFIX + "lag_seconds",
             "Age of the oldest change not yet processed, or the last change's processing delay.",
