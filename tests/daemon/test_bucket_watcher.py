@@ -404,3 +404,39 @@ def test_a_failing_store_loses_nothing_and_repeats_nothing(tmp_path: Path) -> No
         ]
     attempts = [i.key for i in plain.list("emissions/") if "@attempt-" in i.key]
     assert len(attempts) == len(ids)
+
+
+class FailingRecordReads(LocalObjects):
+    """``LocalObjects`` whose first reads of emission records fail (a store timing out)."""
+
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root)
+        self.left = failures
+
+    def get(self, key: str, start: int = 0) -> bytes:
+        if key.startswith("emissions/") and "@" not in key and self.left > 0:
+            self.left -= 1
+            raise LedgerError(f"injected failure of get {key}")
+        return super().get(key, start)
+
+
+def test_a_record_that_cannot_be_read_yet_still_gets_its_hook(tmp_path: Path) -> None:
+    """A store failure while reading an emission record is no verdict: the owed hook runs once
+    the record can be read (it is not settled as if no hook were owed)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    plain = LocalObjects(root)
+    write_segmented_experiment(plain, "owed", processes=1)
+    replay_url(str(root))
+    dead = Claimer(plain, owner="dead-host:1:x")
+    claim = dead.claim("owed", ttl_sec=0.5)
+    assert claim is not None
+    body = {"emission_id": "f" * 32, "result": "aggregated/owed.json", "hook": True}
+    assert record_emission(plain, "owed", claim, {**body, "emitted_t": 0.0})
+    hook, out = hook_script(tmp_path)
+    flaky = FailingRecordReads(root, failures=3)
+    with watching(flaky, on_emit=hook, lease_timeout_sec=0.5, reconcile_interval_sec=0.2):
+        wait_for(lambda: plain.head("emissions/owed@done.json"))
+        time.sleep(10 * POLL_SEC)
+    assert flaky.left == 0  # the failures happened
+    assert [line[:2] for line in hook_lines(out)] == [["f" * 32, "owed"]]

@@ -168,7 +168,7 @@ class BucketWatcher:
             emissions = {info.key for info in self.objects.list(EMISSIONS_PREFIX)}
             for key in emissions:
                 name = key.removeprefix(EMISSIONS_PREFIX).removesuffix(".json")
-                if "@" not in name and not self._owes_hook(name, emissions):
+                if "@" not in name and self._owes_hook(name, emissions) is False:
                     self._settle(name)
         for experiment_id in [e for e, h in self.held.items() if h.lost]:
             self.claims.let_go(experiment_id, release=False)
@@ -262,7 +262,10 @@ class BucketWatcher:
         budget: list[int],
     ) -> None:
         """An emitted experiment: settle it, or drive its hook while one is owed."""
-        if not self._owes_hook(experiment_id, emissions):
+        owed = self._owes_hook(experiment_id, emissions)
+        if owed is None:
+            return  # the store failed: looked at again at the next poll
+        if not owed:
             self._settle(experiment_id)
             return
         held = self.claims.take(experiment_id, claims, budget, self._report_once)
@@ -274,8 +277,9 @@ class BucketWatcher:
         elif not self.hooks.busy(experiment_id):
             self.hooks.submit(experiment_id)
 
-    def _owes_hook(self, experiment_id: str, emissions: set[str]) -> bool:
-        """Whether this daemon must see the experiment's hook through (read once per record)."""
+    def _owes_hook(self, experiment_id: str, emissions: set[str]) -> bool | None:
+        """Whether this daemon must see the experiment's hook through (read once per record);
+        ``None`` when the store failed to say (not a verdict: asked again later)."""
         if self.hooks is None or hook_finished(emissions, experiment_id):
             return False
         owed = self._hook_owed.get(experiment_id)
@@ -284,7 +288,7 @@ class BucketWatcher:
                 record = read_emission(self.objects, experiment_id)
             except LedgerError as exc:
                 self._report_once(experiment_id, f"cannot read its emission record: {exc}")
-                return False
+                return None
             if record is None:
                 self._report_once(experiment_id, "its emission record is unreadable; no hook")
                 return False
