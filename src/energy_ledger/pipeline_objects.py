@@ -62,7 +62,8 @@ from energy_ledger.store.bucket_sources import (
 from energy_ledger.store.exporters import csv_row
 from energy_ledger.store.layout import AGGREGATED_DIR, RAW_DIR, is_valid_experiment_id
 from energy_ledger.store.objects import open_objects
-from energy_ledger.store.objectstore import ObjectInfo, ObjectStore, is_url
+from energy_ledger.store.objectstore import ObjectInfo, ObjectNotFound, ObjectStore, is_url
+from energy_ledger.store.results import Shown, parse_result, parse_result_name
 from energy_ledger.store.scan import RootListing
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "replay_objects",
     "replay_url",
     "split_experiment_url",
+    "url_results_to_show",
     "url_root_status",
     "validate_url_experiment",
 ]
@@ -393,3 +395,45 @@ def _emitted_validity(objects: ObjectStore, key: str) -> tuple[str, ...]:
         return emitted_validity(objects.get(key))
     except LedgerError:
         return ()
+
+
+def url_results_to_show(url: str) -> Shown:
+    """``store.results.results_to_show`` for a bucket: one result object
+    (``<root>/aggregated/<id>.json``), or one per experiment of a root, a complete result
+    preferred over a partial one, each fetched once.
+
+    Raises:
+        LedgerError: the URL names no result and no root with results, or the one result
+            named cannot be read (the message names it).
+    """
+    trimmed = url.rstrip("/")
+    root, sep, name = trimmed.rpartition(f"/{AGGREGATED_DIR}/")
+    if sep and parse_result_name(name) is not None and is_url(root):
+        objects = open_objects(root)
+        key = f"{OUTPUTS_PREFIX}{name}"
+        try:
+            data = objects.get(key)
+        except ObjectNotFound:
+            raise LedgerError(f"{trimmed}: no such result object") from None
+        return Shown([(trimmed, parse_result(data, trimmed))])
+    objects = open_objects(trimmed)
+    chosen: dict[str, tuple[bool, str]] = {}
+    for info in objects.list(OUTPUTS_PREFIX):  # sorted: <id>.json before <id>.partial.json
+        parsed = parse_result_name(info.key.removeprefix(OUTPUTS_PREFIX))
+        if parsed is not None and parsed[0] not in chosen:
+            chosen[parsed[0]] = (parsed[1], info.key)
+    if not chosen:
+        raise LedgerError(
+            f"{objects.url}: no result objects under aggregated/ (run `energy-ledger replay "
+            f"{objects.url}` first, or give the root that holds raw/ and aggregated/)"
+        )
+    shown = Shown()
+    for _, key in (chosen[e] for e in sorted(chosen)):
+        where = f"{objects.url}/{key}"
+        try:
+            shown.results.append((where, parse_result(objects.get(key), where)))
+        except ObjectNotFound:
+            continue  # a partial result superseded since the listing
+        except LedgerError as exc:
+            shown.problems.append(str(exc))
+    return shown

@@ -76,7 +76,6 @@ def test_replay_status_validate_recover_on_a_bucket(s3_url: str, s3_env: dict[st
 @pytest.mark.parametrize(
     "args",
     [
-        ("show", "{url}"),
         ("export", "{url}", "--format", "parquet"),
         ("replay", "{url}", "--report"),
         ("status", "{url}", "--watch"),
@@ -111,3 +110,35 @@ def test_status_names_the_claims_daemons_hold(s3_prefix_url: str, s3_env: dict[s
     assert claimer.release(claim)
     text = cli(s3_env, "status", s3_prefix_url).stdout
     assert "daemons: 0 holding 0 claim(s)" in text
+
+
+def test_show_reads_results_from_a_bucket(s3_prefix_url: str, s3_env: dict[str, str]) -> None:
+    bucket = open_objects(s3_prefix_url)
+    write_segmented_experiment(bucket, "full", processes=PROCESSES)
+    write_segmented_experiment(bucket, "cut", processes=PROCESSES)
+    bucket.delete(marker_key("cut", 1))
+    assert cli(s3_env, "replay", s3_prefix_url).returncode == 1  # "cut" is not complete
+    assert cli(s3_env, "recover", f"{s3_prefix_url}/raw/cut").returncode == 1
+    bucket.put("aggregated/junk.json", b"{not a result", create=True)
+
+    shown = cli(s3_env, "show", s3_prefix_url, "--json")
+    assert shown.returncode == 1, shown.stderr  # a partial result, and an unreadable one
+    out = as_json(shown)
+    by_id = {r["experiment_id"]: r for r in out["results"]}
+    assert set(by_id) == {"full", "cut"}
+    assert by_id["full"]["partial"] is False and by_id["cut"]["partial"] is True
+    assert by_id["full"]["path"] == f"{s3_prefix_url}/aggregated/full.json"
+    # The figures are the result object's own: read it here and compare.
+    result = orjson.loads(bucket.get("aggregated/full.json"))
+    assert by_id["full"]["total_energy_j"] == result["total_energy_j"]
+    assert by_id["full"]["total_tokens"] == result["total_tokens"]
+    assert len(out["problems"]) == 1 and "junk.json" in out["problems"][0]
+
+    one = cli(s3_env, "show", f"{s3_prefix_url}/aggregated/full.json")
+    assert one.returncode == 0, one.stderr
+    assert "full" in one.stdout and "total_energy_j" in one.stdout
+
+    missing = cli(s3_env, "show", f"{s3_prefix_url}/aggregated/nothing.json")
+    assert missing.returncode == 2 and "no such result object" in missing.stderr
+    empty = cli(s3_env, "show", f"{s3_prefix_url}-empty")
+    assert empty.returncode == 2 and "no result objects" in empty.stderr

@@ -64,7 +64,7 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
-BUCKET_COMMANDS = "replay, status, validate, recover, report and watch"
+BUCKET_COMMANDS = "replay, status, validate, recover, report, show and watch"
 """The commands that take a bucket URL as their root (docs/object-storage.md)."""
 
 

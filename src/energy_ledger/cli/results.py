@@ -24,7 +24,6 @@ from energy_ledger.cli.app import (
     app,
     err,
     fmt,
-    local_only,
     number_option,
     out,
     print_json,
@@ -324,10 +323,10 @@ def schema() -> None:
 
 @app.command(cls=Command)
 def show(
-    path: Annotated[
-        Path,
+    path_arg: Annotated[
+        str,
         typer.Argument(
-            help="A result file, or a results root.", metavar="PATH", callback=local_only
+            help="A result file, or a results root (a folder, or a bucket URL).", metavar="PATH"
         ),
     ],
     as_json: JsonFlag = False,
@@ -339,7 +338,13 @@ def show(
     from energy_ledger.models.results import is_partial
     from energy_ledger.store.results import key_figures, results_to_show
 
-    shown = results_to_show(path)
+    path = root_of(path_arg)
+    if isinstance(path, Path):
+        shown = results_to_show(path)
+    else:
+        from energy_ledger.pipeline_objects import url_results_to_show
+
+        shown = url_results_to_show(path)
     partial = any(is_partial(r) for _f, r in shown.results)
     code = EXIT_NOT_COMPLETE if partial or shown.problems else EXIT_OK
     if as_json:
@@ -358,7 +363,9 @@ def show(
     raise typer.Exit(code)
 
 
-def _print_result(file: Path, r: ExperimentResult, partial: bool, figures: dict[str, Any]) -> None:
+def _print_result(
+    file: Path | str, r: ExperimentResult, partial: bool, figures: dict[str, Any]
+) -> None:
     table = Table(title=f"{r.experiment_id}{' (PARTIAL)' if partial else ''}  [{file}]")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -169,7 +169,8 @@ def parse_result(data: bytes, name: str) -> ExperimentResult:
 class Shown:
     """What ``show`` found: the results it could read, and the files it could not."""
 
-    results: list[tuple[Path, ExperimentResult]] = field(default_factory=list)
+    results: list[tuple[Path | str, ExperimentResult]] = field(default_factory=list)
+    """Each result with where it was read: a file, or an object's URL on a bucket root."""
     problems: list[str] = field(default_factory=list)
 
 
