@@ -306,19 +306,26 @@ def test_a_retired_experiment_is_read_again_once_it_changes(tmp_path: Path) -> N
     assert objects.head("aggregated/fixed.json") is not None
 
 
-def test_a_hook_owed_by_a_dead_emitter_is_run_once(tmp_path: Path) -> None:
-    """A daemon died after creating the emission record and before its hook started: the
-    next daemon finds the record without attempts and runs the hook, once."""
+def plant_owed_emission(tmp_path: Path, emission_id: str) -> Path:
+    """A root where a daemon (now dead) wrote experiment ``owed``'s result and its emission
+    record, with a hook owed, and died before the hook started: its claim's ttl is 0.5 s."""
     root = tmp_path / "root"
     root.mkdir()
     objects = LocalObjects(root)
     write_segmented_experiment(objects, "owed", processes=1)
     replay_url(str(root))  # the result is there
-    dead = Claimer(objects, owner="dead-host:1:x")
-    claim = dead.claim("owed", ttl_sec=0.5)
+    claim = Claimer(objects, owner="dead-host:1:x").claim("owed", ttl_sec=0.5)
     assert claim is not None
-    body = {"emission_id": "e" * 32, "result": "aggregated/owed.json", "hook": True}
+    body = {"emission_id": emission_id, "result": "aggregated/owed.json", "hook": True}
     assert record_emission(objects, "owed", claim, {**body, "emitted_t": 0.0})
+    return root
+
+
+def test_a_hook_owed_by_a_dead_emitter_is_run_once(tmp_path: Path) -> None:
+    """A daemon died after creating the emission record and before its hook started: the
+    next daemon finds the record without attempts and runs the hook, once."""
+    root = plant_owed_emission(tmp_path, "e" * 32)
+    objects = LocalObjects(root)
     hook, out = hook_script(tmp_path)
     with watching(objects, on_emit=hook, lease_timeout_sec=0.5):
         wait_for(lambda: objects.head("emissions/owed@done.json"))
@@ -423,16 +430,8 @@ class FailingRecordReads(LocalObjects):
 def test_a_record_that_cannot_be_read_yet_still_gets_its_hook(tmp_path: Path) -> None:
     """A store failure while reading an emission record is no verdict: the owed hook runs once
     the record can be read (it is not settled as if no hook were owed)."""
-    root = tmp_path / "root"
-    root.mkdir()
+    root = plant_owed_emission(tmp_path, "f" * 32)
     plain = LocalObjects(root)
-    write_segmented_experiment(plain, "owed", processes=1)
-    replay_url(str(root))
-    dead = Claimer(plain, owner="dead-host:1:x")
-    claim = dead.claim("owed", ttl_sec=0.5)
-    assert claim is not None
-    body = {"emission_id": "f" * 32, "result": "aggregated/owed.json", "hook": True}
-    assert record_emission(plain, "owed", claim, {**body, "emitted_t": 0.0})
     hook, out = hook_script(tmp_path)
     flaky = FailingRecordReads(root, failures=3)
     with watching(flaky, on_emit=hook, lease_timeout_sec=0.5, reconcile_interval_sec=0.2):

@@ -130,7 +130,6 @@ class BucketWatcher:
         self.held = self.claims.held  # the same dict: read it under ``claims.lock`` off-loop
         self.settled: set[str] = set()
         self.retired: dict[str, tuple[Signature, str]] = {}
-        self.emitted = 0
         self._hook_owed: dict[str, bool] = {}
         self._reported: dict[str, str] = {}
         self._rows: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -142,6 +141,11 @@ class BucketWatcher:
         self.metrics = metrics
         self.counters = LoopCounters()
         self.probed = probed
+
+    @property
+    def emitted(self) -> int:
+        """Emission records this daemon created since it started."""
+        return self.counters.emissions["complete"]
 
     # -- one poll ----------------------------------------------------------------------------
     def poll(self) -> bool:
@@ -225,8 +229,7 @@ class BucketWatcher:
                 return
             if self.objects.head(emission_key(experiment_id)) is not None:
                 # Emitted by another daemon since this one last listed emissions/.
-                found = {info.key for info in self.objects.list(_markers_prefix(experiment_id))}
-                found.add(emission_key(experiment_id))
+                found = self._emission_keys(experiment_id)
                 self._after_emission(experiment_id, found, claims, budget)
                 return
         if held.lost:
@@ -240,6 +243,13 @@ class BucketWatcher:
         objs = self.objects.list(experiment_key(experiment_id))
         if objs:
             self._step(experiment_id, held, objs, _signature(objs))
+
+    def _emission_keys(self, experiment_id: str) -> set[str]:
+        """An emitted experiment's record and hook markers: what a full poll's listing of
+        ``emissions/`` holds of it, listed for it alone."""
+        found = {info.key for info in self.objects.list(_markers_prefix(experiment_id))}
+        found.add(emission_key(experiment_id))
+        return found
 
     def _settle(self, experiment_id: str) -> None:
         """Emitted, nothing owed: never looked at again; its claim (if held) is deleted.
@@ -378,11 +388,8 @@ class BucketWatcher:
             # Another daemon (or term) created the record: its hook, if still owed, is this
             # claim's to see through now.
             logger.info("%s: already emitted by another daemon", experiment_id)
-            found = {info.key for info in self.objects.list(_markers_prefix(experiment_id))}
-            found.add(emission_key(experiment_id))
-            self._after_emission(experiment_id, found, {}, [0])
+            self._after_emission(experiment_id, self._emission_keys(experiment_id), {}, [0])
             return
-        self.emitted += 1
         self.counters.emissions["complete"] += 1
         if marker_t is not None and put.changed:
             self.counters.emission_latency.observe(max(0.0, time.time() - marker_t))
